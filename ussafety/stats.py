@@ -140,3 +140,79 @@ def cohens_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
     if expected == 1.0:
         return math.nan
     return (observed - expected) / (1.0 - expected)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Point estimate, percentile interval and the two-sided shift-method p-value."""
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+
+
+def cluster_bootstrap(parts_by_seed: Sequence[Sequence[Sequence[float]]], n_boot: int = 10000,
+                      seed: int = 0, confidence: float = 0.95) -> BootstrapResult:
+    """Two-level bootstrap over seeds and, within each seed, over prompts.
+
+    ``parts_by_seed[s][k]`` holds per-prompt values of part ``k`` for seed ``s`` (for a
+    paired comparison, per-prompt differences; the parts are independent prompt sets,
+    e.g. harmful prompts and task items). The statistic is the sum over parts of the
+    mean over seeds of the per-seed prompt mean. Each replicate draws seeds with
+    replacement, then each drawn seed's prompts with replacement, part by part. With one
+    seed this is the plain (paired) percentile bootstrap over prompts. The p-value tests
+    "statistic = 0" as :func:`paired_bootstrap_diff` does.
+    """
+    if not parts_by_seed:
+        raise ValueError("cluster_bootstrap needs at least one seed")
+    n_parts = len(parts_by_seed[0])
+    if n_parts == 0 or any(len(p) != n_parts for p in parts_by_seed):
+        raise ValueError("every seed needs the same (non-zero) number of parts")
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    _z(confidence)
+    arrays = [[np.asarray(v, dtype=float) for v in parts] for parts in parts_by_seed]
+    if any(a.size == 0 for parts in arrays for a in parts):
+        raise ValueError("cluster_bootstrap: a seed has a part with no values")
+    n_seeds = len(arrays)
+    observed = float(sum(np.mean([arrays[s][k].mean() for s in range(n_seeds)])
+                         for k in range(n_parts)))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) if n_seeds > 1 else \
+        np.zeros((n_boot, 1), dtype=int)
+    stats = np.zeros(n_boot)
+    for k in range(n_parts):
+        part_sum = np.zeros(n_boot)
+        for j in range(n_seeds):
+            for s in range(n_seeds):
+                rows = np.flatnonzero(picks[:, j] == s)
+                if rows.size == 0:
+                    continue
+                values = arrays[s][k]
+                idx = rng.integers(0, values.size, size=(rows.size, values.size))
+                part_sum[rows] += values[idx].mean(axis=1)
+        stats += part_sum / n_seeds
+    alpha = 1.0 - confidence
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    extreme = np.count_nonzero(np.abs(stats - observed) >= abs(observed) - 1e-12)
+    return BootstrapResult(observed, float(low), float(high),
+                           float(min(1.0, (extreme + 1) / (n_boot + 1))))
+
+
+def pareto_front(cost: Sequence[float], benefit: Sequence[float]) -> list[bool]:
+    """Which points no other point dominates (lower-or-equal cost and higher-or-equal
+    benefit, one of them strictly): e.g. cost = ASR, benefit = task score. NaN points are
+    never on the front and never dominate."""
+    _check_paired(cost, benefit)
+    c = np.asarray(cost, dtype=float)
+    b = np.asarray(benefit, dtype=float)
+    ok = ~(np.isnan(c) | np.isnan(b))
+    front = []
+    for i in range(c.size):
+        if not ok[i]:
+            front.append(False)
+            continue
+        dominated = ok & (c <= c[i]) & (b >= b[i]) & ((c < c[i]) | (b > b[i]))
+        front.append(not bool(dominated.any()))
+    return front

@@ -206,3 +206,32 @@ def test_safelora_end_to_end(aligned_setup, params, n_projected):
     if "num_layers" in params:
         assert projected == [min(cosines, key=cosines.get)]
     assert ctx.logs["safelora_mean_cos"] == pytest.approx(sum(cosines.values()) / 4, abs=1e-5)
+
+
+def test_lisa_alignment_steps_train_on_a_safety_batch_only():
+    """The safety batch replaces the user batch before the forward (no wasted user pass),
+    and ``loss`` called outside the trainer still computes the safety loss itself."""
+    loaded = tiny_random_model(0)
+    model = add_lora(loaded, LoraConfig())
+    forwards: list[int] = []
+    model.get_base_model().get_decoder().register_forward_hook(lambda *a: forwards.append(1))
+    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY,
+                       user_data=USER_ROWS)
+    lisa = Lisa(align_steps=1, user_steps=1, prox_warmup=0.0)
+    prompts: list[str] = []
+
+    class Spy(Method):
+        def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+            prompts.append(loaded.tokenizer.decode(batch["input_ids"][0]))
+            return task_loss
+
+    cfg = TrainConfig(max_steps=2, batch_size=4, lr=5e-2, max_length=64)
+    fine_tune(model, loaded.tokenizer, USER_ROWS, cfg, [lisa, Spy()], ctx)
+    assert len(forwards) == 2  # one forward per step: the safety batch, then the user batch
+    assert "weapon" in prompts[0] and "Review" in prompts[1]
+    # outside the trainer: an alignment-state loss on a user batch is still the safety loss
+    lisa.prepare(model, ctx)
+    user_batch = ctx.encode(USER_ROWS[:4], "cpu")
+    task = torch.tensor(123.0)
+    assert lisa.loss(model, user_batch, task, ctx).item() == pytest.approx(ctx.logs["lisa_safety_loss"])
+    assert ctx.logs["lisa_safety_loss"] != 123.0

@@ -263,3 +263,24 @@ def test_lwf_hidden_variant():
     assert any(p.grad is not None and p.grad.abs().max() > 0 for p in lora_parameters(model).values())
     with pytest.raises(ValueError, match="variant"):
         make_method("lwf", {"variant": "mse"})
+
+
+@pytest.mark.parametrize("variant", ["kl", "hidden"])
+def test_lwf_uses_the_trainers_outputs_when_given(variant: str):
+    from ussafety.losses import response_outputs
+
+    model, _, ctx = tiny_lora()
+    set_lora_b(model, 0.1)
+    method = make_method("lwf", {"variant": variant})
+    batch = ctx.encode(USER[:4], "cpu")
+    shared = response_outputs(model, batch)
+    assert method.distill_loss(model, batch, shared).item() == pytest.approx(
+        method.distill_loss(model, batch).item(), rel=1e-6)
+    forwards: list[int] = []
+    model.get_base_model().get_decoder().register_forward_hook(lambda *a: forwards.append(1))
+    ctx.batch, ctx.outputs = batch, shared
+    method.loss(model, batch, torch.tensor(0.0), ctx).backward()
+    assert len(forwards) == 1  # only the reference: the current outputs are the shared ones
+    ctx.batch = ctx.encode(USER[4:], "cpu")  # outputs of another batch are not used
+    method.loss(model, batch, torch.tensor(0.0), ctx)
+    assert len(forwards) == 3

@@ -70,3 +70,56 @@ def test_make_method_rejects_unknown_names_and_params() -> None:
         make_method("no_such_method")
     with pytest.raises(ValueError, match="unknown parameter"):
         make_method("sft", {"alpha": 1})
+
+
+def _count_forwards(model) -> list[int]:  # noqa: ANN001
+    """Grows by one entry per forward pass of the decoder."""
+    calls: list[int] = []
+    model.get_base_model().get_decoder().register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("name, forwards_per_step", [("sft", 1), ("lwf", 2)])
+def test_one_trainer_forward_per_step_shared_with_the_methods(name: str, forwards_per_step: int) -> None:
+    """LwF reuses the trainer's forward pass (ctx.outputs): one extra pass, the reference."""
+    lm = tiny_random_model()
+    model = add_lora(lm, LoraConfig(r=4, alpha=8))
+    calls = _count_forwards(model)
+    seen: list[bool] = []
+
+    @dataclass
+    class Spy(Method):
+        def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+            seen.append(ctx.outputs is not None and ctx.batch is batch
+                        and ctx.outputs.logits.requires_grad)
+            return task_loss
+
+    ctx = TrainContext(tokenizer=lm.tokenizer, max_length=64, batch_size=4)
+    cfg = TrainConfig(lora=LoraConfig(r=4, alpha=8), batch_size=4, max_steps=3, lr=1e-2)
+    fine_tune(model, lm.tokenizer, ROWS, cfg, [make_method(name), Spy()], ctx)
+    assert len(calls) == 3 * forwards_per_step and seen == [True] * 3
+    assert ctx.outputs is None  # never kept past a step (it holds the graph)
+    assert ctx.logs["prepare_s"] >= 0.0
+
+
+def test_step_batch_replaces_the_batch_before_the_forward() -> None:
+    lm = tiny_random_model()
+    model = add_lora(lm, LoraConfig(r=4, alpha=8))
+    other = encode_batch(lm.tokenizer, [Example(prompt="x", response="a different answer")] * 4, 64)
+    losses: list[float] = []
+
+    @dataclass
+    class Swap(Method):
+        def step_batch(self, batch, ctx):  # noqa: ANN001
+            return other
+
+        def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+            assert batch is other and ctx.batch is other
+            with torch.no_grad():
+                losses.append((float(task_loss), float(lm_loss(model, other))))
+            return task_loss
+
+    ctx = TrainContext(tokenizer=lm.tokenizer, max_length=64, batch_size=4)
+    cfg = TrainConfig(lora=LoraConfig(r=4, alpha=8), batch_size=4, max_steps=2, lr=1e-2)
+    fine_tune(model, lm.tokenizer, ROWS, cfg, [Swap()], ctx)
+    assert len(losses) == 2 and all(a == pytest.approx(b, rel=1e-6) for a, b in losses)

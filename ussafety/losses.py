@@ -9,7 +9,7 @@ use :func:`response_logits` so that they see exactly the positions the loss sees
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +38,31 @@ def response_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     return _unwrap(model).get_output_embeddings()(h), targets
 
 
-def lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over response tokens (the task loss of every method)."""
-    logits, targets = response_logits(model, batch)
+class ResponseOutputs(NamedTuple):
+    """One forward pass on the response positions: what the trainer computed the task
+    loss from, kept for methods that need the same outputs (LwF)."""
+
+    hidden: torch.Tensor   # [n_response_tokens, hidden]: last hidden states (after the final norm)
+    logits: torch.Tensor   # [n_response_tokens, vocab]
+    targets: torch.Tensor  # [n_response_tokens]: the response tokens they predict
+
+
+def response_outputs(model: Any, batch: dict[str, torch.Tensor]) -> ResponseOutputs:
+    """Hidden states, logits and targets on the response positions (one forward)."""
+    h, targets = response_hidden(model, batch)
+    return ResponseOutputs(h, _unwrap(model).get_output_embeddings()(h), targets)
+
+
+def response_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of response logits (zero, with a graph, when there are none)."""
     if targets.numel() == 0:
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), targets)
+
+
+def lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over response tokens (the task loss of every method)."""
+    return response_cross_entropy(*response_logits(model, batch))
 
 
 def reference_lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """One trainer for every method: the Hugging Face ``Trainer`` with method hooks.
 
-``compute_loss`` asks the method for the objective (task loss + whatever it adds);
-a callback calls ``after_backward`` just before each optimizer step (gradients of all
-accumulation micro-batches are in place) and ``after_step`` right after it. Progress
-bars, seeding, gradient accumulation and multi-GPU (accelerate) come from ``Trainer``.
+``compute_loss`` lets the methods replace the batch (``step_batch``), runs the one
+forward pass of the step (kept on ``ctx.outputs`` for methods that need the current
+outputs, so none runs the model on the same batch again) and asks the methods for the
+objective (task loss + whatever they add); a callback calls ``after_backward`` just
+before each optimizer step (gradients of all accumulation micro-batches are in place)
+and ``after_step`` right after it. Progress bars, seeding, gradient accumulation and
+multi-GPU (accelerate) come from ``Trainer``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from .chat import Collator, encode_train
 from .config import TrainConfig
 from .data.types import Example
-from .losses import lm_loss
+from .losses import response_cross_entropy, response_outputs
 from .methods.base import Method, TrainContext
 
 
@@ -68,13 +71,22 @@ class MethodTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        for h in self.hooks:
+            inputs = h.step_batch(inputs, self.ctx)
         self.ctx.batch = inputs
-        task = lm_loss(model, inputs)
+        self.ctx.outputs = response_outputs(model, inputs)
+        task = response_cross_entropy(self.ctx.outputs.logits, self.ctx.outputs.targets)
         loss = task
         for h in self.hooks:
             loss = h.loss(model, inputs, loss, self.ctx)
         self.ctx.logs["task_loss"] = float(task.detach())
         return (loss, None) if return_outputs else loss
+
+    def training_step(self, *args: Any, **kw: Any) -> torch.Tensor:
+        try:
+            return super().training_step(*args, **kw)
+        finally:  # the outputs hold the step's graph: never keep them past the step
+            self.ctx.outputs = None
 
 
 @dataclass
@@ -117,6 +129,7 @@ def fine_tune(model: Any, tokenizer: Any, examples: list[Example], cfg: TrainCon
     start = time.perf_counter()
     for h in hooks:
         h.prepare(model, ctx)
+    ctx.logs["prepare_s"] = round(time.perf_counter() - start, 3)
     with tempfile.TemporaryDirectory(prefix="ussafety-train-") as tmp:
         trainer = MethodTrainer(model=model, args=training_args(cfg, seed, tmp, len(data)),
                                 train_dataset=data, data_collator=Collator(tokenizer.pad_token_id),

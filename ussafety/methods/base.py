@@ -19,6 +19,7 @@ import torch
 
 from ..chat import encode_batch
 from ..data.types import Example
+from ..losses import ResponseOutputs
 
 REGISTRY: dict[str, type["Method"]] = {}
 
@@ -59,9 +60,12 @@ class TrainContext:
     ``safety_data``: safety examples (harmful prompt -> refusal) the method may use as
     memory (Fisher/MAS importance, replay buffer, A-GEM reference).
     ``user_data``: the customer's training rows. ``step``/``total_steps`` are kept
-    current by the trainer; ``batch`` is the user batch of the current step (the last
-    micro-batch under gradient accumulation), for hooks that need it. ``rng`` is
-    seeded from the run's seed.
+    current by the trainer; ``batch`` is the batch the trainer's forward pass of the
+    current step ran on (the user batch, unless a method's ``step_batch`` replaced it;
+    the last micro-batch under gradient accumulation), and ``outputs`` that forward's
+    response hidden states, logits and targets (with their graph; ``None`` outside a
+    step), so a method that needs the current model's outputs on ``batch`` (LwF) uses
+    them instead of running the model again. ``rng`` is seeded from the run's seed.
     """
 
     tokenizer: Any
@@ -76,6 +80,7 @@ class TrainContext:
     total_steps: int = 0
     logs: dict[str, float] = field(default_factory=dict)
     batch: dict[str, torch.Tensor] | None = None
+    outputs: ResponseOutputs | None = None
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -122,6 +127,12 @@ class Method:
     def extra_data(self, ctx: TrainContext) -> list[Example]:
         """Rows mixed into the user data before training (SafeInstr)."""
         return []
+
+    def step_batch(self, batch: dict[str, torch.Tensor], ctx: TrainContext) -> dict[str, torch.Tensor]:
+        """Before each (micro-)batch's forward pass: the batch to train on instead (Lisa's
+        alignment steps swap in a safety batch, so the user batch is not run for nothing);
+        default: the user batch. The task loss is then the loss on the returned batch."""
+        return batch
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
              ctx: TrainContext) -> torch.Tensor:

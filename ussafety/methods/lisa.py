@@ -40,7 +40,9 @@ class Lisa(Method):
     Training alternates ``align_steps`` (K1) optimizer steps in the alignment state and
     ``user_steps`` (K2) in the user state, starting with alignment. In the user state
     the objective is the trainer's task loss on the user batch; in the alignment state
-    it is replaced by the loss on a safety batch (``ctx.safety_batch``). In both states
+    the step's batch is a safety batch instead (``ctx.safety_batch``, swapped in by
+    ``step_batch`` before the trainer's forward pass, so the objective is the loss on
+    it and the user batch drawn for that step is not run at all). In both states
     a proximal term ``rho / 2 * ||w - w_switch||^2`` on the trainable (LoRA) weights
     pulls towards ``w_switch``, the weights at the last state switch (the reference
     code adds it in both states). As in the reference code, the proximal term is off
@@ -51,11 +53,11 @@ class Lisa(Method):
     finetune_step=900`` runs ~20 cycles over 20k steps; a ~50-step run would never leave
     the first alignment phase, so here ``align_steps = 2, user_steps = 18``: the same
     1:9 ratio with 2.5 cycles in 50 steps. In the alignment state the trainer's user
-    batch is still drawn (and its forward computed) but not used, as in the reference,
-    which also replaces the batch.
+    batch is still drawn (so the user data order does not depend on the schedule) but
+    replaced, as in the reference, which also replaces the batch.
 
-    Memory: one copy of the LoRA parameters (``w_switch``); in alignment steps one
-    extra forward/backward on a safety batch.
+    Memory: one copy of the LoRA parameters (``w_switch``). Compute: an alignment step
+    costs one forward/backward of a safety batch instead of the user batch.
     """
 
     align_steps: int = 2
@@ -72,6 +74,7 @@ class Lisa(Method):
         self.switches = 0
         self.state = lisa_state(0, self.align_steps, self.user_steps)
         self.anchor = self._snapshot(model)
+        self._swapped: dict[str, torch.Tensor] | None = None
 
     @staticmethod
     def _snapshot(model: Any) -> dict[str, torch.Tensor]:
@@ -80,11 +83,21 @@ class Lisa(Method):
     def proximal_term(self, model: Any) -> torch.Tensor:
         return proximal(lora_parameters(model), self.anchor, self.rho)
 
+    def step_batch(self, batch: dict[str, torch.Tensor], ctx: TrainContext) -> dict[str, torch.Tensor]:
+        """In the alignment state: a safety batch replaces the user batch."""
+        if self.state != ALIGN:
+            return batch
+        self._swapped = ctx.safety_batch(batch["input_ids"].device)
+        return self._swapped
+
     def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
              ctx: TrainContext) -> torch.Tensor:
         if self.state == ALIGN:
-            device = next(model.parameters()).device
-            objective = lm_loss(model, ctx.safety_batch(device))
+            if batch is getattr(self, "_swapped", None):
+                objective = task_loss  # the trainer's loss on the swapped-in safety batch
+            else:  # called without step_batch (not through the trainer): compute it here
+                device = next(model.parameters()).device
+                objective = lm_loss(model, ctx.safety_batch(device))
             ctx.logs["lisa_safety_loss"] = float(objective.detach())
         else:
             objective = task_loss

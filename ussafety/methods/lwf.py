@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..losses import response_hidden, response_logits
+from ..losses import ResponseOutputs, response_hidden, response_logits
 from .base import Method, TrainContext, adapters_disabled, register
 
 VARIANTS = ("kl", "hidden")
@@ -55,11 +55,11 @@ class LwF(Method):
     ``lam`` (1.0): LwF's loss-balance weight ``lambda_o = 1`` (the paper's setting).
     ``temperature`` (2.0): LwF's ``T = 2`` ("as in Hinton et al."). Only "kl" uses it.
 
-    Memory: no stored copies (the reference is recomputed with the adapters off); per
-    step one extra forward without gradients and one extra forward with gradients (the
-    trainer's task-loss forward cannot be shared through the hook), so activation memory
-    roughly doubles; "kl" also holds the reference logits (``n_response_tokens x vocab``,
-    float32) of the batch.
+    Memory and compute: no stored copies (the reference is recomputed with the adapters
+    off): per step one extra forward pass without gradients on the user batch. The
+    current model's outputs are the trainer's own forward pass of the step
+    (``ctx.outputs``), so nothing else is run twice; "kl" also holds the reference
+    logits (``n_response_tokens x vocab``, float32) of the batch.
     """
 
     lam: float = 1.0
@@ -72,18 +72,27 @@ class LwF(Method):
         if self.temperature <= 0:
             raise ValueError("lwf: temperature must be > 0")
 
-    def distill_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The unweighted LwF term on ``batch`` (differentiable w.r.t. the LoRA weights)."""
+    def distill_loss(self, model: Any, batch: dict[str, torch.Tensor],
+                     current: ResponseOutputs | None = None) -> torch.Tensor:
+        """The unweighted LwF term on ``batch`` (differentiable w.r.t. the LoRA weights).
+
+        ``current``: the current model's outputs on ``batch`` when already computed (the
+        trainer's forward pass, with its graph); otherwise they are computed here.
+        """
         outputs = response_logits if self.variant == "kl" else response_hidden
         with torch.no_grad(), adapters_disabled(model):
             reference = outputs(model, batch)[0]
-        current = outputs(model, batch)[0]
+        if current is None:
+            cur = outputs(model, batch)[0]
+        else:
+            cur = current.logits if self.variant == "kl" else current.hidden
         if self.variant == "kl":
-            return lwf_kl_loss(current, reference, self.temperature)
-        return lwf_hidden_loss(current, reference)
+            return lwf_kl_loss(cur, reference, self.temperature)
+        return lwf_hidden_loss(cur, reference)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
              ctx: TrainContext) -> torch.Tensor:
-        distill = self.distill_loss(model, batch)
+        shared = ctx.outputs if ctx.outputs is not None and ctx.batch is batch else None
+        distill = self.distill_loss(model, batch, shared)
         ctx.logs["lwf_loss"] = float(distill.detach())
         return task_loss + self.lam * distill

@@ -4,6 +4,7 @@
     ussafety run    params/cpu/sft_poisoned.yaml run one experiment, write its record
     ussafety eval   --model DIR params/...yaml   evaluate a model folder without training
     ussafety report phenomenon                   regenerate paper_outputs tables from records
+    ussafety report methods                      the methods table (issue 3) from records
 
 Every command takes ``--set key.path=value`` overrides (parsed as YAML), so a sweep
 needs no new files; the override is part of the resolved config and of its hash.
@@ -79,9 +80,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    root = Path(args.runs) if args.runs else None
+    if args.name == "methods":
+        from .reports import write_methods
+
+        print(write_methods(root=root))
+        return 0
     from .reports import write_phenomenon
 
-    root = Path(args.runs) if args.runs else None
     print(write_phenomenon(root=root))
     return 0
 
@@ -124,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="regenerate a paper_outputs table from run records",
                        description="phenomenon: paper_outputs/foundation/phenomenon.{csv,md} from the "
-                       "records of params/foundation/*.yaml (fails if a record is missing).")
-    p.add_argument("name", choices=["phenomenon"], help="which report")
+                       "records of params/foundation/*.yaml (fails if a record is missing). methods: "
+                       "paper_outputs/methods/poisoned_sst2.{csv,md} from the records of "
+                       "params/methods/poisoned_sst2/*.yaml (those not run yet are listed as such).")
+    p.add_argument("name", choices=["phenomenon", "methods"], help="which report")
     p.add_argument("--runs", help="folder of run records (default: $USSAFETY_RUNS or ./runs)")
     p.set_defaults(func=cmd_report)
     return parser

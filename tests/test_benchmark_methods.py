@@ -1,0 +1,52 @@
+"""benchmarks/methods.py on the tiny random model: the output's structure (not timings)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "methods.py"
+
+
+def bench_module():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("bench_methods", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "methods.json"
+    bench = bench_module()
+    assert bench.main(["--model", "tiny-random", "--steps", "1", "--max-length", "64",
+                       "--methods", "lwf", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) >= {"results", "ratios", "targets", "setup", "machine", "versions", "git", "args"}
+    assert list(report["results"]) == ["sft", "lwf"]  # sft is always the reference, measured first
+    for name, r in report["results"].items():
+        assert r["method"] == name and len(r["step_times_s"]) == 1 and r["step_s"] > 0
+        assert r["prepare_s"] >= 0 and r["finalize_s"] >= 0 and r["peak_mb"] >= r["base_mb"] > 0
+        assert r["max_length"] == 64 and r["model"] == "tiny-random"
+    assert report["ratios"]["sft"]["step_time_ratio"] == 1.0
+    lwf = report["ratios"]["lwf"]
+    assert lwf["target"] == 1.8 and isinstance(lwf["step_time_met"], bool)
+    assert math.isfinite(lwf["peak_memory_ratio"]) and isinstance(lwf["peak_memory_met"], bool)
+    assert report["git"]["commit"] and report["versions"]["torch"]
+    assert report["setup"]["safety_tokens_per_row"] > 0
+    printed = capsys.readouterr().out
+    assert "step x" in printed and "lwf" in printed and "<= 1.80x" in printed
+
+
+def test_targets_and_ratios() -> None:
+    bench = bench_module()
+    base = {"step_s": 2.0, "peak_mb": 1000.0, "peak_extra_mb": 100.0}
+    results = {"sft": base, "ewc": {"step_s": 2.2, "peak_mb": 1100.0, "peak_extra_mb": 200.0},
+               "agem": {"step_s": 4.6, "peak_mb": 1000.0, "peak_extra_mb": 100.0},
+               "slerp": {"step_s": 2.0, "peak_mb": 1000.0, "peak_extra_mb": 100.0}}
+    ratios = bench.compare(results)
+    assert ratios["ewc"]["step_time_ratio"] == 1.1 and ratios["ewc"]["step_time_met"]
+    assert ratios["ewc"]["peak_memory_met"] and ratios["ewc"]["peak_extra_memory_ratio"] == 2.0
+    assert ratios["agem"]["target"] == 2.2 and ratios["agem"]["step_time_met"] is False
+    assert ratios["slerp"]["target"] is None and ratios["slerp"]["step_time_met"] is None

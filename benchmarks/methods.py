@@ -9,10 +9,13 @@ the real trainer (``MethodTrainer`` with the method's hooks) run, and for method
 act after training the ``finalize`` is timed too.
 
 Step time: wall time from the trainer's ``on_step_begin`` to ``on_step_end`` (forward,
-backward, clipping, the method's hooks, optimizer), mean over the timed steps. Lisa's
-steps differ by state: its step time is the mean over one cycle of its schedule
-(``align_steps`` alignment steps, ``user_steps`` user steps), from the steps of each
-state measured (both are measured when ``--steps`` >= 2 with the default schedule).
+backward, clipping, the method's hooks, optimizer), the median over the timed steps (one
+step disturbed by other work on the machine does not move it). Lisa's steps differ by
+state: its step time is the mean over one cycle of its schedule (``align_steps``
+alignment steps, ``user_steps`` user steps) of each state's median (both states are
+measured when ``--steps`` >= 2 with the default schedule). SFT is measured first and
+again last; the reference is the mean of both, and their ratio (``sft_step_drift``)
+shows how much the machine's speed changed during the benchmark.
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; on CPU
 the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``
 after the warm-up step; a 2 ms RSS sampler where that is not available), and its
@@ -35,6 +38,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,12 +276,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         finalize_s = time.perf_counter() - start
 
     timed, timed_states = times[1:], states[1:]
-    step_s = sum(timed) / len(timed)
+    step_s = statistics.median(timed)
     by_state = {s: [t for t, st in zip(timed, timed_states) if st == s] for s in set(timed_states)}
     schedule = None
     if hasattr(method, "align_steps") and len(by_state) == 2:  # Lisa: the mean over one cycle
         weights = {"align": method.align_steps, "user": method.user_steps}
-        schedule = {s: sum(v) / len(v) for s, v in by_state.items()}
+        schedule = {s: statistics.median(v) for s, v in by_state.items()}
         step_s = sum(weights[s] * schedule[s] for s in schedule) / sum(weights.values())
     user_tok, user_resp = tokens(tok, rows[cfg.train.batch_size:], cfg.train.max_length)
     safety_tok, safety_resp = tokens(tok, safety, cfg.train.max_length)
@@ -286,6 +290,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     return {"method": cfg.method.name, "params": cfg.method.params, "base": base,
             "device": "cuda" if memory.cuda else "cpu", "threads": torch.get_num_threads(),
             "prepare_s": prepare_s, "warmup_step_s": times[0], "step_times_s": timed,
+            "step_mean_s": sum(timed) / len(timed),
             "step_states": timed_states if any(timed_states) else None,
             "step_s_by_state": schedule, "step_s": step_s, "finalize_s": finalize_s,
             "memory_measure": memory.how, "base_mb": base_mb, "prepare_peak_mb": prepare_peak_mb,
@@ -335,9 +340,14 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
-def compare(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Ratios to SFT and the issue's targets for each method."""
-    sft = results["sft"]
+def compare(results: dict[str, dict[str, Any]],
+            sft_again: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Ratios to SFT (the mean of its two measurements when there are two) and the
+    issue's targets for each method."""
+    sft = dict(results["sft"])
+    if sft_again is not None:
+        for key in ("step_s", "peak_mb", "peak_extra_mb"):
+            sft[key] = (results["sft"][key] + sft_again[key]) / 2
     out = {}
     for name, r in results.items():
         target = TARGETS.get(name)
@@ -394,8 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         print(f"measuring {m} ...", file=sys.stderr, flush=True)
         results[m] = measure(m, args)
-    ratios = compare(results)
+    sft_again = None
+    if len(methods) > 1:
+        print("measuring sft again (drift check) ...", file=sys.stderr, flush=True)
+        sft_again = measure("sft", args)
+    ratios = compare(results, sft_again)
     print(table(results, ratios))
+    drift = sft_again["step_s"] / results["sft"]["step_s"] if sft_again else None
+    if drift is not None:
+        print(f"sft step time, last / first measurement: {drift:.2f} "
+              "(far from 1: the machine's speed changed; rerun when it is idle)")
     first = results["sft"]
     report = {"what": "training step time and peak memory per method relative to SFT, same batches "
                       "(see benchmarks/methods.py)",
@@ -404,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                                               "max_length", "lora", "memory_measure", "user_tokens_per_row",
                                               "user_response_tokens_per_row", "safety_tokens_per_row",
                                               "safety_response_tokens_per_row")},
-              "results": results, "ratios": ratios, "machine": machine(),
+              "results": results, "sft_again": sft_again, "sft_step_drift": drift,
+              "ratios": ratios, "machine": machine(),
               "versions": package_versions(), "git": git_state()}
     write_json_atomic(Path(args.out), report)
     print(f"wrote {args.out}", file=sys.stderr)

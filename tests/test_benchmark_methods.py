@@ -29,12 +29,14 @@ def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:
         assert r["method"] == name and len(r["step_times_s"]) == 1 and r["step_s"] > 0
         assert r["prepare_s"] >= 0 and r["finalize_s"] >= 0 and r["peak_mb"] >= r["base_mb"] > 0
         assert r["max_length"] == 64 and r["model"] == "tiny-random"
-    assert report["ratios"]["sft"]["step_time_ratio"] == 1.0
+    first, last = report["results"]["sft"]["step_s"], report["sft_again"]["step_s"]
+    assert math.isclose(report["ratios"]["sft"]["step_time_ratio"], 2 * first / (first + last))
     lwf = report["ratios"]["lwf"]
     assert lwf["target"] == 1.8 and isinstance(lwf["step_time_met"], bool)
     assert math.isfinite(lwf["peak_memory_ratio"]) and isinstance(lwf["peak_memory_met"], bool)
     assert report["git"]["commit"] and report["versions"]["torch"]
     assert report["setup"]["safety_tokens_per_row"] > 0
+    assert report["sft_again"]["method"] == "sft" and report["sft_step_drift"] > 0
     printed = capsys.readouterr().out
     assert "step x" in printed and "lwf" in printed and "<= 1.80x" in printed
 
@@ -50,3 +52,6 @@ def test_targets_and_ratios() -> None:
     assert ratios["ewc"]["peak_memory_met"] and ratios["ewc"]["peak_extra_memory_ratio"] == 2.0
     assert ratios["agem"]["target"] == 2.2 and ratios["agem"]["step_time_met"] is False
     assert ratios["slerp"]["target"] is None and ratios["slerp"]["step_time_met"] is None
+    # a second SFT measurement: the reference is the mean of both
+    again = bench.compare(results, {"step_s": 2.4, "peak_mb": 1000.0, "peak_extra_mb": 100.0})
+    assert again["ewc"]["step_time_ratio"] == 1.0 and again["sft"]["step_time_ratio"] == 2.0 / 2.2

@@ -48,8 +48,9 @@ def test_report_from_smoke_runs_lists_missing_and_regenerates_from_exported(tmp_
     assert df.method.tolist() == ["sft", "merge_linear"]
     sft, merged = df.iloc[0], df.iloc[1]
     assert math.isnan(sft.p_vs_sft) and 0.0 <= merged.p_vs_sft <= 1.0
-    assert sft.train_wall_rel_sft == 1.0 and not sft.reused_sft_training
-    assert merged.reused_sft_training == ("reused_from" in done["merge_linear"]["train"])
+    assert sft.train_wall_rel_sft == 1.0
+    for row in (sft, merged):  # (a cache left by an earlier test may serve sft too)
+        assert row.reused_sft_training == ("reused_from" in done[row.method]["train"])
     assert merged.train_wall_rel_sft == pytest.approx(
         (merged.train_wall_s + merged.finalize_s) / (sft.train_wall_s + sft.finalize_s), rel=1e-3)
     assert sft.n_prompts == 12 and 0.0 <= sft.asr_ci_low <= sft.asr <= sft.asr_ci_high <= 1.0

@@ -1,0 +1,190 @@
+"""Write the study notebooks (``python notebooks/build.py``; ``--check`` compares instead).
+
+The notebooks are generated so that they stay reviewable (this file is the source) and
+thin: a Colab badge, a set-up cell, a ``parameters`` cell (papermill), then calls into
+``ussafety``. Cell ids are fixed, so regenerating an unchanged notebook changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+GITHUB_REPO = "ussafety/ussafety"
+"""``owner/name`` of the public repository the Colab badges and the set-up cell point at."""
+ORDER = ("benign", "poisoned", "ablations", "merging", "analysis")
+
+SETUP = '''\
+# Set-up: a no-op where ussafety is installed. On Colab (or a fresh machine) it clones the
+# repository and installs it (with Unsloth when a CUDA GPU is present).
+import os, shutil, subprocess, sys
+try:
+    import ussafety
+except ImportError:
+    gpu = shutil.which("nvidia-smi") is not None
+    subprocess.check_call(["git", "clone", "--depth", "1", "https://github.com/{repo}", "ussafety-src"])
+    extras = "notebooks,gpu" if gpu else "notebooks"
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", f"ussafety-src[{{extras}}]"])
+    sys.path.insert(0, os.path.abspath("ussafety-src"))
+    import ussafety
+from pathlib import Path
+import pandas as pd
+from IPython.display import Image, Markdown, display
+from ussafety import plots, study, study_analysis as analysis
+AUTO_PRESET = study.default_preset()  # "paper" with a CUDA GPU, else "cpu"
+print("ussafety", ussafety.__file__, "| preset when none is given:", AUTO_PRESET)'''
+
+PARAMETERS = '''\
+preset = None     # None: AUTO_PRESET ("paper" with a GPU, else "cpu"); or "smoke", "cpu-full", "paper"
+runs_dir = None   # folder of run records (None: $USSAFETY_RUNS or ./runs)
+out_dir = None    # analysis outputs (None: paper_outputs/ for cpu, paper_outputs/<preset>/ otherwise)
+run_grid = True   # False: only show what the records already hold
+n_boot = 4000     # bootstrap replicates for intervals and p-values'''
+
+RESOLVE = '''\
+preset = preset or AUTO_PRESET
+root = Path(runs_dir) if runs_dir else None
+print(f"preset {preset}:", study.load_study(preset).description)'''
+
+GRID_PLAN = '''\
+# What this grid runs, and what is left (estimated from finished records' timings).
+cost = study.estimate_cost(study.expand(preset, GRID), root=root)
+print(study.cost_summary(cost))
+cost[["run_id", "status", "est_s", "recorded_s", "basis"]]'''
+
+GRID_RUN = '''\
+# Runs every run without a record (finished runs are skipped, so a re-run resumes).
+if run_grid:
+    study.run_grid(preset, GRID, root=root)'''
+
+GRID_TABLE = '''\
+data = analysis.load_study_data(preset, root, grids=[GRID])
+table = analysis.condition_table(data, grids=[GRID], n_boot=n_boot)
+analysis.display_conditions(table)'''
+
+SIGNIFICANCE = '''\
+sig = analysis.significance_table(data, grids=[GRID], n_boot=n_boot)
+analysis.display_significance(sig)'''
+
+INTRO = {
+    "benign": ("Benign fine-tuning",
+               "The base models before fine-tuning and plain SFT on clean customer data: how much "
+               "safety does ordinary fine-tuning erode? The paired test of SFT against the base "
+               "is the scorecard's first claim."),
+    "poisoned": ("Poisoned fine-tuning and the continual-learning methods",
+                 "The customer upload poisoned with harmful (prompt, response) pairs at ratio p; plain "
+                 "SFT against the continual-learning methods and safety baselines on the same data, "
+                 "each tested against SFT on the same prompts (McNemar and paired bootstrap, Holm)."),
+    "ablations": ("Ablations",
+                  "One setting at a time: EWC lambda on a log scale, DER alpha / beta and buffer size, "
+                  "merge t, poison ratio, number of training rows (the curves the preset's study "
+                  "defines; the cpu preset keeps only the poison ratio)."),
+    "merging": ("Model merging",
+                "Merging the fine-tuned weights back towards the aligned model (linear / WiSE-FT, "
+                "SLERP, task arithmetic, TIES, MagMax, EMA), against plain SFT."),
+    "analysis": ("Analysis: tables, significance tests, figures and the scorecard",
+                 "Reads the records of every run of the preset's study and writes `paper_outputs/`: "
+                 "tables (CSV, Markdown, LaTeX) of ASR, over-refusal and task score with 95% "
+                 "intervals, every method against SFT (exact McNemar and paired bootstrap, "
+                 "Holm-corrected), the figures (PNG, PDF) and `scorecard.md`, which tests each of "
+                 "the reference paper's claims."),
+}
+
+
+def header(nb: str, repo: str) -> str:
+    title, text = INTRO[nb]
+    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             f"(https://colab.research.google.com/github/{repo}/blob/main/notebooks/{nb}.ipynb)")
+    return (f"{badge}\n\n# {title}\n\n{text}\n\nAll logic lives in `ussafety` (tested there); this "
+            "notebook only sets parameters and shows results. Batch run: `ussafety reproduce "
+            "--preset cpu` (papermill, resumable).")
+
+
+def grid_body(nb: str) -> list[tuple[str, str]]:
+    cells = [("code", f'GRID = "{nb}"'), ("code", GRID_PLAN), ("code", GRID_RUN), ("code", GRID_TABLE)]
+    if nb == "benign":
+        cells += [("markdown", "Fine-tuning on clean data against the base it started from "
+                               "(the scorecard's first claim):"),
+                  ("code", "claims = analysis.scorecard(data, n_boot=n_boot)\npd.DataFrame(claims[0].rows)"),
+                  ("code", "fig, _ = plots.method_bars(table)")]
+    elif nb in ("poisoned", "merging"):
+        cells += [("markdown", "Each method against SFT on the same prompts and seeds:"),
+                  ("code", SIGNIFICANCE),
+                  ("code", "fig, _ = plots.safety_utility(table)"),
+                  ("code", "fig, _ = plots.method_bars(table)")]
+    elif nb == "ablations":
+        cells = [("code", f'GRID = "{nb}"'), ("code", GRID_PLAN), ("code", GRID_RUN),
+                 ("code", "data = analysis.load_study_data(preset, root, grids=[GRID])\n"
+                          "abl = analysis.ablation_table(data, n_boot=n_boot)\n"
+                          "abl[[c for c in abl.columns if c not in ('condition', 'run_ids')]]"),
+                 ("code", "fig, _ = plots.ablation_curves(abl)"),
+                 ("code", "fig, _ = plots.asr_vs_poison(analysis.condition_table(data, grids=None, "
+                          "n_boot=n_boot))")]
+    return cells
+
+
+ANALYSIS_BODY = [
+    ("code", "out_dir = Path(out_dir) if out_dir else analysis.default_out_dir(preset)\n"
+             "outputs = analysis.write_outputs(preset, out_dir, root=root, n_boot=n_boot)\n"
+             "print(f\"{len(outputs['data'].runs)} records, {len(outputs['data'].missing)} runs without one\")\n"
+             "for path in outputs['written']:\n    print(path)"),
+    ("code", "analysis.display_conditions(outputs['conditions'])"),
+    ("code", "analysis.display_significance(outputs['significance'])"),
+    ("code", "display(Markdown((out_dir / 'scorecard.md').read_text()))"),
+    ("code", "for name, paths in outputs['figures'].items():\n"
+             "    display(Markdown(f'**{name}**'), Image(filename=str(paths[0])))"),
+]
+
+
+def build(nb: str, repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
+    cells = [("markdown", header(nb, repo)), ("code", SETUP.format(repo=repo)), ("parameters", PARAMETERS),
+             ("code", RESOLVE)]
+    cells += ANALYSIS_BODY if nb == "analysis" else grid_body(nb)
+    out = []
+    for i, (kind, source) in enumerate(cells):
+        cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
+        if kind == "parameters":
+            cell.metadata["tags"] = ["parameters"]
+        cell["id"] = f"{nb}-{i:02d}"
+        out.append(cell)
+    notebook = new_notebook(cells=out, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    })
+    nbformat.validate(notebook)
+    return notebook
+
+
+def render(nb: str, repo: str = GITHUB_REPO) -> str:
+    return nbformat.writes(build(nb, repo)) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if a notebook differs from its source")
+    parser.add_argument("--repo", default=GITHUB_REPO, help="GitHub owner/name for the badges and set-up")
+    args = parser.parse_args(argv)
+    stale = []
+    for nb in ORDER:
+        path = HERE / f"{nb}.ipynb"
+        text = render(nb, args.repo)
+        if args.check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(path)
+    if stale:
+        print("out of date (run python notebooks/build.py):", ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,9 @@
     ussafety eval   --model DIR params/...yaml   evaluate a model folder without training
     ussafety report phenomenon                   regenerate paper_outputs tables from records
     ussafety report methods                      the methods table (issue 3) from records
+    ussafety report judges --runs DIR            judge agreement, ASR per judge, audit samples
+    ussafety rejudge RUNS_DIR --judges keyword,learned   add verdicts to existing records
+    ussafety judge train-learned                 (re)build the learned judge, held-out report
 
 Every command takes ``--set key.path=value`` overrides (parsed as YAML), so a sweep
 needs no new files; the override is part of the resolved config and of its hash.
@@ -81,6 +84,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     root = Path(args.runs) if args.runs else None
+    if args.name == "judges":
+        from .judge_reports import write_judges_report
+        from .paths import runs_dir
+
+        out = Path(args.out) if args.out else None
+        print(write_judges_report(root or runs_dir(), _judge_specs(args.judges), out_dir=out,
+                                  audit=not args.no_audit))
+        return 0
     if args.name == "methods":
         from .reports import write_methods
 
@@ -92,20 +103,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+def _judge_specs(text: str) -> list[str]:
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise ConfigError("--judges needs at least one judge, e.g. keyword,learned")
+    return specs
 
-    if args.estimate:
-        from .study import cost_summary, estimate_cost, expand
 
-        df = estimate_cost(expand(args.preset, args.only and [g for g in args.only if g != "analysis"]),
-                           root=Path(args.runs) if args.runs else None)
-        print(df.drop(columns=["merge"]).to_string(index=False))
-        print(json.dumps(cost_summary(df)))
-        return 0
-    reproduce(args.preset, out=Path(args.out) if args.out else None,
-              runs_dir=Path(args.runs) if args.runs else None, only=args.only, force=args.force,
-              n_boot=args.n_boot, log_output=not args.quiet, progress_bar=not args.quiet)
+def cmd_rejudge(args: argparse.Namespace) -> int:
+    from .judge_reports import rejudge_dir
+
+    done = rejudge_dir(Path(args.runs_dir), _judge_specs(args.judges), force=args.force)
+    print(json.dumps({"records": len(done), "judged": done}, indent=1))
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from .evaluate.learned_judge import load_or_train
+    from .judge_reports import write_learned_heldout
+
+    folder, _ = load_or_train(force=args.force)
+    out = write_learned_heldout(folder, Path(args.out) if args.out else None)
+    print(json.dumps({"artefact": str(folder), "report": str(out)}, indent=1))
     return 0
 
 
@@ -147,32 +166,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="regenerate a paper_outputs table from run records",
                        description="phenomenon: paper_outputs/foundation/phenomenon.{csv,md} from the "
-                       "records of params/foundation/*.yaml (fails if a record is missing). methods: "
+                       "records of params/foundation/*.yaml (fails if a record is missing). "
+                       "judges: re-judge the stored generations of every record under --runs with "
+                       "--judges (records are not modified), write paper_outputs/judges/agreement.{csv,md} "
+                       "and asr_by_judge.csv, and an audit.md beside each record. methods: "
                        "paper_outputs/methods/poisoned_sst2.{csv,md} from the records of "
                        "params/methods/poisoned_sst2/*.yaml (those not run yet are listed as such).")
-    p.add_argument("name", choices=["phenomenon", "methods"], help="which report")
+    p.add_argument("name", choices=["phenomenon", "judges", "methods"], help="which report")
     p.add_argument("--runs", help="folder of run records (default: $USSAFETY_RUNS or ./runs)")
+    p.add_argument("--judges", default="keyword,learned",
+                   help="judges report: comma-separated judge specs (default keyword,learned; "
+                   "LLM judges as name=<local folder>, e.g. llama_guard=/models/Llama-Guard-3-8B)")
+    p.add_argument("--no-audit", action="store_true", help="judges report: write no audit.md files")
+    p.add_argument("--out", help="judges report: output folder (default paper_outputs/judges)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("reproduce", help="run the study notebooks with papermill (resumable)",
-                       description="Execute notebooks/{benign,poisoned,ablations,merging,analysis}.ipynb "
-                       "in order for a preset's study (params/study/<preset>.yaml): each grid notebook runs "
-                       "its runs (finished ones are skipped through their records), analysis writes the "
-                       "tables, figures and scorecard.md. Executed notebooks go to <out>/notebooks/; a "
-                       "notebook whose inputs (notebook, parameters, code, records) are unchanged since it "
-                       "last finished is skipped, so a killed reproduce resumes.")
-    p.add_argument("--preset", default="cpu", help="smoke, cpu (default), cpu-full, paper, or a study YAML")
-    p.add_argument("--out", help="output folder (default: paper_outputs/ for cpu, paper_outputs/<preset>/)")
-    p.add_argument("--runs", help="folder of run records (default: $USSAFETY_RUNS or ./runs)")
-    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
-                   help="only these notebooks (benign poisoned ablations merging analysis)")
-    p.add_argument("--force", action="store_true",
-                   help="execute notebooks even when unchanged (finished runs are still skipped)")
-    p.add_argument("--estimate", action="store_true",
-                   help="print the runs left and their estimated time from finished records; run nothing")
-    p.add_argument("--n-boot", type=int, default=4000, help="bootstrap replicates (default 4000)")
-    p.add_argument("--quiet", action="store_true", help="no cell progress bars or streamed output")
-    p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("rejudge", help="add judges' verdicts to existing run records",
+                       description="Judge the stored generations (harmful prompts, XSTest) of every "
+                       "RUNS_DIR/*/record.json with --judges, without generating again; adds the verdicts, "
+                       "metrics.asr[<judge>] and a 'rejudged' log entry, writing each record atomically.")
+    p.add_argument("runs_dir", help="folder of run records (<run>/record.json)")
+    p.add_argument("--judges", required=True, help="comma-separated judge specs, e.g. keyword,learned")
+    p.add_argument("--force", action="store_true", help="replace verdicts a judge already gave")
+    p.set_defaults(func=cmd_rejudge)
+
+    p = sub.add_parser("judge", help="judge tools: train the learned judge",
+                       description="train-learned: build the learned judge's data from the mirror, embed "
+                       "it with MiniLM, fit the head (cached under <cache>/judges/, reused unless --force) "
+                       "and write its held-out evaluation to paper_outputs/judges/learned_heldout.{csv,md}.")
+    p.add_argument("action", choices=["train-learned"], help="what to do")
+    p.add_argument("--force", action="store_true", help="retrain even if the artefact is cached")
+    p.add_argument("--out", help="folder for the held-out report (default paper_outputs/judges)")
+    p.set_defaults(func=cmd_judge)
     return parser
 
 

@@ -4,8 +4,12 @@ computed the same way for every judge.
 
 Interface
 ---------
-Every judge (this keyword judge now; classifier and LLM judges later) implements
-:class:`Judge` and returns one :class:`Verdict` per pair. An attack *succeeded* when
+Every judge implements :class:`Judge` and returns one :class:`Verdict` per pair:
+the keyword judge below, the learned classifier (``learned``,
+:mod:`ussafety.evaluate.learned_judge`) and the LLM judges (``llama_guard``,
+``strongreject``, ``harmbench``, :mod:`ussafety.evaluate.llm_judges`), all built by
+:func:`get_judge` from a spec such as ``"keyword"`` or ``"llama_guard=<folder>"``.
+``docs/judges.md`` describes each one and how far to trust it. An attack *succeeded* when
 ``Verdict.harmful is True``; ``None`` means the judge could not say and must be
 reported separately rather than silently counted as safe or unsafe.
 
@@ -62,11 +66,13 @@ class Verdict:
     """One judge decision.
 
     ``harmful`` is None when the judge cannot say (e.g. an LLM judge whose output
-    could not be parsed); ``score`` is a judge-specific graded value (e.g. a
-    StrongREJECT score) or None; ``detail`` explains the decision for audits.
+    could not be parsed); ``refused`` is None for judges that rate harm but not
+    refusal (Llama Guard, the HarmBench classifier); ``score`` is a judge-specific
+    graded value (e.g. a StrongREJECT score or P(harmful)) or None; ``detail``
+    explains the decision for audits.
     """
 
-    refused: bool
+    refused: bool | None
     harmful: bool | None
     score: float | None
     judge: str
@@ -205,15 +211,52 @@ def is_degenerate(text: str) -> str | None:
 
 # --- registry --------------------------------------------------------------------
 
-REGISTRY: dict[str, Callable[[], Judge]] = {
-    "keyword": KeywordJudge.from_mirror,
+
+def _learned(arg: str | None = None) -> Judge:
+    from .learned_judge import LearnedJudge  # noqa: PLC0415 (imports torch/transformers)
+
+    if arg:
+        raise ValueError("the learned judge takes no argument (its artefact is cached by recipe)")
+    return LearnedJudge.load()
+
+
+def _llm(name: str) -> Callable[[str | None], Judge]:
+    def factory(arg: str | None = None) -> Judge:
+        from .llm_judges import LLM_JUDGES  # noqa: PLC0415
+
+        return LLM_JUDGES[name].from_path(arg)
+
+    return factory
+
+
+def _keyword(arg: str | None = None) -> Judge:
+    if arg:
+        raise ValueError("the keyword judge takes no argument")
+    return KeywordJudge.from_mirror()
+
+
+#: name -> factory(argument or None). Specs are ``name`` or ``name=argument``; the LLM
+#: judges take the folder of their local weights (or read ``USSAFETY_JUDGE_<NAME>``).
+REGISTRY: dict[str, Callable[..., Judge]] = {
+    "keyword": _keyword,
+    "learned": _learned,
+    "llama_guard": _llm("llama_guard"),
+    "strongreject": _llm("strongreject"),
+    "harmbench": _llm("harmbench"),
 }
 
 
-def get_judge(name: str) -> Judge:
-    """Build the judge registered under ``name``."""
+def parse_judge_spec(spec: str) -> tuple[str, str | None]:
+    """``"llama_guard=/models/lg3"`` -> ``("llama_guard", "/models/lg3")``; ``"keyword"`` -> ``("keyword", None)``."""
+    name, sep, arg = spec.strip().partition("=")
+    return name.strip(), (arg.strip() or None) if sep else None
+
+
+def get_judge(spec: str) -> Judge:
+    """Build the judge registered under the spec's name (see :func:`parse_judge_spec`)."""
+    name, arg = parse_judge_spec(spec)
     try:
         factory = REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown judge {name!r}; known: {sorted(REGISTRY)}") from None
-    return factory()
+    return factory(arg)

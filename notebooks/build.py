@@ -44,7 +44,8 @@ preset = None     # None: AUTO_PRESET ("paper" with a GPU, else "cpu"); or "smok
 runs_dir = None   # folder of run records (None: $USSAFETY_RUNS or ./runs)
 out_dir = None    # analysis outputs (None: paper_outputs/ for cpu, paper_outputs/<preset>/ otherwise)
 run_grid = True   # False: only show what the records already hold
-n_boot = 4000     # bootstrap replicates for intervals and p-values'''
+n_boot = 4000     # bootstrap replicates for intervals and p-values
+export_records = None  # analysis: copy the records used to <out_dir>/records (None: if <= 200)'''
 
 RESOLVE = '''\
 preset = preset or AUTO_PRESET
@@ -130,7 +131,7 @@ def grid_body(nb: str) -> list[tuple[str, str]]:
 
 ANALYSIS_BODY = [
     ("code", "out_dir = Path(out_dir) if out_dir else analysis.default_out_dir(preset)\n"
-             "outputs = analysis.write_outputs(preset, out_dir, root=root, n_boot=n_boot)\n"
+             "outputs = analysis.write_outputs(preset, out_dir, root=root, n_boot=n_boot, export_records=export_records)\n"
              "print(f\"{len(outputs['data'].runs)} records, {len(outputs['data'].missing)} runs without one\")\n"
              "for path in outputs['written']:\n    print(path)"),
     ("code", "analysis.display_conditions(outputs['conditions'])"),

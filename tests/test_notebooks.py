@@ -55,7 +55,9 @@ def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
     for table in ("conditions", "significance", "ablations"):
         assert (out / "tables" / f"{table}.tex").is_file()
     assert (out / "figures" / "safety_utility.pdf").is_file()
-    assert len(list(runs.glob("*/record.json"))) == len({r.run_id for r in expand("smoke")})
+    n_runs = len({r.run_id for r in expand("smoke")})
+    assert len(list(runs.glob("*/record.json"))) == n_runs
+    assert len(list((out / "records").glob("*/record.json"))) == n_runs   # the evidence, exported
 
     # A second call: nothing changed, so no notebook is executed again.
     import papermill

@@ -84,6 +84,10 @@ def test_paper_grid_covers_models_tasks_ratios_methods_and_seeds() -> None:
     assert {r.cfg.model.backend for r in runs} == {"unsloth"}
     assert {r.sweep for r in runs if r.grid == "ablations"} == set(study.load_study("paper").sweeps)
     assert len({r.run_id for r in runs}) == len({r.cfg.hash() for r in runs})  # no config twice
+    from ussafety.study_analysis import base_key
+
+    bases = {base_key(r.cfg.to_dict()) for r in runs if not r.cfg.task.name}
+    assert all(base_key(r.cfg.to_dict()) in bases for r in tuned)   # every run has its base measured
 
 
 def test_entries_are_checked(tmp_path: Path) -> None:
@@ -103,7 +107,8 @@ def test_entries_are_checked(tmp_path: Path) -> None:
                                                                          "x": {}}) == "M-7b-p0.1-none"
 
 
-def test_cost_estimate_from_records_timings(tmp_path: Path) -> None:
+def test_cost_estimate_from_records_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USSAFETY_CACHE", str(tmp_path / "cache"))  # no aligned base, no trained SFT
     root = tmp_path / "runs"
     # A finished SFT run: 16 rows x 1 epoch in 32 s (2 s per row-epoch); 12 harmful prompts in
     # 6 s, 6 XSTest prompts in 3 s, 6 task items in 12 s.

@@ -124,13 +124,14 @@ class Run:
     git_commit: str | None = None
     grids: set[str] = field(default_factory=set)
     sweeps: set[str] = field(default_factory=set)
+    record: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def from_record(cls, record: dict[str, Any], grids: Iterable[str] = (),
                     sweeps: Iterable[str] = ()) -> "Run":
         return cls(run_id=record["run_id"], config=record["config"], outcomes=item_outcomes(record),
                    git_commit=(record.get("git") or {}).get("commit"), grids=set(grids),
-                   sweeps=set(s for s in sweeps if s))
+                   sweeps=set(s for s in sweeps if s), record=record)
 
     @property
     def seed(self) -> int:
@@ -731,7 +732,10 @@ def scorecard_markdown(claims: list[Claim], data: StudyData) -> str:
     lines = ["# Scorecard: the reference paper's claims at this scale", "",
              f"Generated from {len(data.runs)} run records of the `{data.preset}` study by "
              "`ussafety.study_analysis.write_outputs` (the `analysis` notebook); do not edit by hand. "
-             f"Code commits of the records: {', '.join(f'`{c}`' for c in commits) or 'none'}.", ""]
+             f"Code commits of the records: {', '.join(f'`{c}`' for c in commits) or 'none'}. "
+             + ("Run ids: " + ", ".join(f"`{r.run_id}`" for r in sorted(data.runs, key=lambda r: r.run_id))
+                + "." if len(data.runs) <= 30 else "Run ids: the `run_ids` column of `tables/conditions.csv`."),
+             ""]
     if data.missing:
         lines += [f"{len(data.missing)} run(s) of the study have no record yet and are not counted.", ""]
     lines += ["Effects are differences of rates in [0, 1], paired by seed and prompt; 95% intervals from "
@@ -771,13 +775,30 @@ def default_out_dir(preset: Any) -> Path:
     return PROJECT_ROOT / "paper_outputs" if name == "cpu" else PROJECT_ROOT / "paper_outputs" / name
 
 
+EXPORT_LIMIT = 200
+"""Studies with at most this many records export them beside the outputs by default."""
+
+
 def write_outputs(preset: Any, out_dir: Path, root: Path | None = None, n_boot: int = 4000,
-                  figures: bool = True) -> dict[str, Any]:
+                  figures: bool = True, export_records: bool | None = None) -> dict[str, Any]:
     """Tables (CSV, Markdown, LaTeX), figures (PNG, PDF) and ``scorecard.md`` of a study.
 
-    Returns the frames and the written paths, for a notebook to show.
+    ``export_records`` (default: when the study has at most :data:`EXPORT_LIMIT` records)
+    copies the records used to ``out_dir/records/<run_id>/record.json``, so the evidence
+    travels with the outputs and ``--runs out_dir/records`` regenerates them. Returns the
+    frames and the written paths, for a notebook to show.
     """
-    return write_outputs_from(load_study_data(preset, root), out_dir, n_boot=n_boot, figures=figures)
+    data = load_study_data(preset, root)
+    if export_records is None:
+        export_records = len(data.runs) <= EXPORT_LIMIT
+    dest = Path(out_dir) / "records"
+    if export_records and (root is None or Path(root).resolve() != dest.resolve()):
+        from .results import write_json_atomic  # noqa: PLC0415
+
+        for run in data.runs:
+            if run.record is not None:
+                write_json_atomic(dest / run.run_id / "record.json", run.record)
+    return write_outputs_from(data, out_dir, n_boot=n_boot, figures=figures)
 
 
 def write_outputs_from(data: StudyData, out_dir: Path, n_boot: int = 4000, figures: bool = True

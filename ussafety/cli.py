@@ -128,6 +128,23 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    if args.estimate:
+        from .study import cost_summary, estimate_cost, expand
+
+        df = estimate_cost(expand(args.preset, args.only and [g for g in args.only if g != "analysis"]),
+                           root=Path(args.runs) if args.runs else None)
+        print(df.drop(columns=["merge"]).to_string(index=False))
+        print(json.dumps(cost_summary(df)))
+        return 0
+    reproduce(args.preset, out=Path(args.out) if args.out else None,
+              runs_dir=Path(args.runs) if args.runs else None, only=args.only, force=args.force,
+              n_boot=args.n_boot, log_output=not args.quiet, progress_bar=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ussafety", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,6 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if the artefact is cached")
     p.add_argument("--out", help="folder for the held-out report (default paper_outputs/judges)")
     p.set_defaults(func=cmd_judge)
+    p = sub.add_parser("reproduce", help="run the study notebooks with papermill (resumable)",
+                       description="Execute notebooks/{benign,poisoned,ablations,merging,analysis}.ipynb "
+                       "in order for a preset's study (params/study/<preset>.yaml): each grid notebook runs "
+                       "its runs (finished ones are skipped through their records), analysis writes the "
+                       "tables, figures and scorecard.md. Executed notebooks go to <out>/notebooks/; a "
+                       "notebook whose inputs (notebook, parameters, code, records) are unchanged since it "
+                       "last finished is skipped, so a killed reproduce resumes.")
+    p.add_argument("--preset", default="cpu", help="smoke, cpu (default), cpu-full, paper, or a study YAML")
+    p.add_argument("--out", help="output folder (default: paper_outputs/ for cpu, paper_outputs/<preset>/)")
+    p.add_argument("--runs", help="folder of run records (default: $USSAFETY_RUNS or ./runs)")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="only these notebooks (benign poisoned ablations merging analysis)")
+    p.add_argument("--force", action="store_true",
+                   help="execute notebooks even when unchanged (finished runs are still skipped)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the runs left and their estimated time from finished records; run nothing")
+    p.add_argument("--n-boot", type=int, default=4000, help="bootstrap replicates (default 4000)")
+    p.add_argument("--quiet", action="store_true", help="no cell progress bars or streamed output")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

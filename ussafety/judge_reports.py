@@ -202,6 +202,18 @@ def write_audit(record: dict[str, Any], names: list[str], path: Path, n: int = 2
     return path
 
 
+def _disagreement_degenerate(records: list[dict[str, Any]], a: str, b: str) -> tuple[int, int]:
+    """How many responses that only ``a`` (resp. only ``b``) calls harmful are degenerate."""
+    only_a = only_b = 0
+    for record in records:
+        for g in _harmful_rows(record):
+            va, vb = g["verdicts"][a]["harmful"], g["verdicts"][b]["harmful"]
+            if g.get("degenerate") and va is not None and vb is not None:
+                only_a += va and not vb
+                only_b += vb and not va
+    return only_a, only_b
+
+
 def _confusion_md(row: dict[str, Any]) -> list[str]:
     a, b = row["judge_a"], row["judge_b"]
     return [f"| | `{b}` harmful | `{b}` not harmful |", "|---|---|---|",
@@ -241,10 +253,14 @@ def write_judges_report(runs: Path, specs: list[str], out_dir: Path | None = Non
              "`n11`: both judges call the response harmful; `n10`: only `judge_a`; `n01`: only "
              "`judge_b`; `n00`: neither.", ""]
     for row in agree[agree.run_id == "all"].to_dict("records"):
-        lines += [f"### Pooled confusion matrix: `{row['judge_a']}` vs `{row['judge_b']}`", "",
+        a, b = row["judge_a"], row["judge_b"]
+        only_a, only_b = _disagreement_degenerate(records, a, b)
+        lines += [f"### Pooled confusion matrix: `{a}` vs `{b}`", "",
                   *_confusion_md(row), "",
                   f"Agreement {row['agreement']:.3f}, Cohen's kappa {row['kappa']:.3f} over "
-                  f"{row['n']} responses.", ""]
+                  f"{row['n']} responses. Degenerate responses among those only `{a}` calls harmful: "
+                  f"{only_a} of {row['n10']}; among those only `{b}` calls harmful: {only_b} of {row['n01']}.",
+                  ""]
     lines += ["## ASR of each run under each judge", "",
               markdown_table(asr, ["run_id", "condition", "judge", "n", "asr", "asr_ci_low", "asr_ci_high",
                                    "undecided", "degenerate_rate", "asr_excluding_degenerate"]), "",

@@ -36,3 +36,13 @@ def test_override_parsing_and_foundation_params_resolve() -> None:
     instruct = load_config(PARAMS / "foundation" / "instruct.yaml")
     assert instruct.align.enabled is False and instruct.task.name is None
     assert instruct.eval.task_name(instruct.task.name) == "sst2"
+
+
+def test_fields_added_later_leave_the_hash_alone_at_their_default() -> None:
+    from ussafety.config import AlignConfig, RunConfig, hashable_dict
+
+    assert "n_contrastive" not in hashable_dict(AlignConfig())
+    assert hashable_dict(AlignConfig(n_contrastive=8))["n_contrastive"] == 8
+    base = RunConfig()
+    changed = RunConfig(align=AlignConfig(n_contrastive=8))
+    assert base.hash() == RunConfig().hash() != changed.hash()

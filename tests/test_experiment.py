@@ -41,3 +41,38 @@ def test_failed_run_leaves_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeError):
         experiment.run(cfg)
     assert load_record(cfg.run_id) is None
+
+
+def test_merge_run_reuses_sft_training_and_matches_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    sft = load_config(SMOKE, {"name": "sft"})
+    merged = load_config(SMOKE, {"name": "merged", "method": {"name": "merge_linear",
+                                                                "params": {"t": 0.5}}})
+    assert experiment.sft_training_key(sft) == experiment.sft_training_key(merged)
+    experiment.run(sft)
+    assert (experiment.sft_cache_dir(sft) / "adapter" / "adapter_config.json").is_file()
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003
+        raise AssertionError("a merge after cached SFT training must not train again")
+
+    with monkeypatch.context() as m:
+        m.setattr(experiment, "fine_tune", boom)
+        reused = experiment.run(merged)
+    assert reused["train"]["reused_from"] == str(experiment.sft_cache_dir(sft))
+    assert reused["train"]["method_logs"]["merge_linear_t"] == 0.5
+
+    import shutil
+
+    shutil.rmtree(experiment.sft_cache_dir(sft))
+    fresh = experiment.run(merged, force=True)
+    assert "reused_from" not in fresh["train"]
+    texts = lambda rec: [g["response"] for g in rec["generations"]]  # noqa: E731
+    assert texts(fresh) == texts(reused)
+
+
+def test_training_methods_never_share_the_sft_cache() -> None:
+    from ussafety.methods import make_method, trains_like_sft
+
+    assert trains_like_sft(make_method("sft")) and trains_like_sft(make_method("slerp"))
+    assert trains_like_sft(make_method("safelora"))
+    for name in ("l2", "ewc", "der", "agem", "ema", "lisa", "safeinstr", "refresh"):
+        assert not trains_like_sft(make_method(name)), name

@@ -79,7 +79,8 @@ def test_paper_grid_covers_models_tasks_ratios_methods_and_seeds() -> None:
                                                  "mistralai/Mistral-7B-Instruct-v0.2", "google/gemma-2b-it"}
     assert {r.cfg.task.name for r in tuned} == {"gsm8k", "sst2", "code"}
     assert {0.05, 0.1, 0.2} <= {r.cfg.task.poison_ratio for r in tuned}
-    assert {r.cfg.method.name for r in tuned} == set(REGISTRY)
+    public = {name for name in REGISTRY if not name.startswith("_")}  # "_" names are test-only methods
+    assert {r.cfg.method.name for r in tuned} == public
     assert {r.cfg.seed for r in tuned} == {0, 1, 2}
     assert {r.cfg.model.backend for r in runs} == {"unsloth"}
     assert {r.sweep for r in runs if r.grid == "ablations"} == set(study.load_study("paper").sweeps)

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import AlignConfig, ModelConfig, config_hash
+from .config import AlignConfig, ModelConfig, config_hash, hashable_dict
 from .data import load
+from .data.contrastive import split_sensitive
 from .data.types import Example
 from .methods import TrainContext, make_method
 from .models import add_lora, load_model, model_dir_for, save_merged
@@ -33,13 +34,35 @@ def alignment_data(cfg: AlignConfig) -> list[Example]:
     if cfg.keyword_refusals_only:
         refusals = [e for e in refusals if e.meta.get("keyword_refusal", True)]
     refusals = refusals[: cfg.n_refusal]
-    helpful: list[Example] = []
-    per_set = -(-cfg.n_helpful // max(1, len(cfg.helpful_sets)))
-    for name in cfg.helpful_sets:
-        helpful += load(name, limit=per_set, seed=cfg.seed)
-    rows = refusals + helpful[: cfg.n_helpful]
+    rows = refusals + helpful_rows(cfg)
     random.Random(cfg.seed).shuffle(rows)
     return rows
+
+
+def helpful_rows(cfg: AlignConfig) -> list[Example]:
+    """``n_helpful`` helpful rows, ``n_contrastive`` of them sensitive-word requests.
+
+    Without contrastive rows this is the first ``n_helpful / len(helpful_sets)`` rows of
+    each shuffled set, as before the option existed (so old aligned bases keep their key).
+    """
+    if cfg.n_contrastive > cfg.n_helpful:
+        raise ValueError(f"align.n_contrastive ({cfg.n_contrastive}) exceeds align.n_helpful "
+                         f"({cfg.n_helpful}): contrastive rows are part of the helpful rows")
+    if not cfg.n_contrastive:
+        helpful: list[Example] = []
+        per_set = -(-cfg.n_helpful // max(1, len(cfg.helpful_sets)))
+        for name in cfg.helpful_sets:
+            helpful += load(name, limit=per_set, seed=cfg.seed)
+        return helpful[: cfg.n_helpful]
+    pool = [e for name in cfg.helpful_sets for e in load(name, seed=cfg.seed)]
+    sensitive, plain = split_sensitive(pool)
+    if len(sensitive) < cfg.n_contrastive:
+        raise ValueError(f"align.n_contrastive: asked for {cfg.n_contrastive} but "
+                         f"{'+'.join(cfg.helpful_sets)} hold only {len(sensitive)} sensitive-word rows")
+    rng = random.Random(cfg.seed)
+    rng.shuffle(sensitive)
+    rng.shuffle(plain)
+    return sensitive[: cfg.n_contrastive] + plain[: cfg.n_helpful - cfg.n_contrastive]
 
 
 def align_key(model: ModelConfig, cfg: AlignConfig) -> str:
@@ -47,9 +70,7 @@ def align_key(model: ModelConfig, cfg: AlignConfig) -> str:
 
 
 def _as_dict(cfg: AlignConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
+    return hashable_dict(cfg)
 
 
 def aligned_dir(model: ModelConfig, cfg: AlignConfig) -> Path:

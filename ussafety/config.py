@@ -19,6 +19,11 @@ from typing import Any
 import yaml
 
 
+ADDED_LATER = {"hash_omit_default": True}
+"""Field metadata: a field added after runs were recorded. At its default value it is
+left out of the hash, so adding a setting never renames finished runs or caches."""
+
+
 @dataclass
 class ModelConfig:
     """Which chat model to start from and how to run it.
@@ -69,6 +74,9 @@ class AlignConfig:
     merged into the weights. ``enabled: false`` evaluates/fine-tunes the instruct model.
     ``keyword_refusals_only`` keeps only refusal rows that read as refusals (about 20%
     of the safety-tuned-llamas outputs are plain help), so the stage teaches refusing.
+    ``n_contrastive`` of the ``n_helpful`` rows are harmless requests that contain a
+    sensitive word ("the death penalty", "a kitchen knife"), so the model learns that a
+    scary word alone is no reason to refuse (see ``ussafety.data.contrastive``).
     """
 
     enabled: bool = True
@@ -77,6 +85,7 @@ class AlignConfig:
     keyword_refusals_only: bool = True
     helpful_sets: list[str] = field(default_factory=lambda: ["alpaca_safety"])
     n_helpful: int = 480
+    n_contrastive: int = field(default=0, metadata=ADDED_LATER)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lora=LoraConfig(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"]),
@@ -160,11 +169,36 @@ class RunConfig:
 
     def hash(self) -> str:
         """Stable hash of the settings (the name is a label and is left out)."""
-        return config_hash({k: v for k, v in self.to_dict().items() if k != "name"})
+        return config_hash({k: v for k, v in hashable_dict(self).items() if k != "name"})
 
     @property
     def run_id(self) -> str:
         return f"{self.name}-{self.hash()[:10]}"
+
+
+def hashable_dict(obj: Any) -> Any:
+    """``dataclasses.asdict`` without the ``ADDED_LATER`` fields left at their default."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("hash_omit_default") and value == _default_of(f):
+                continue
+            out[f.name] = hashable_dict(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [hashable_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: hashable_dict(v) for k, v in obj.items()}
+    return copy.deepcopy(obj)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def config_hash(obj: Any) -> str:

@@ -7,6 +7,7 @@ method: the config decides. A run whose record exists is returned as it is.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,10 +19,12 @@ from .data import load, load_upload, poison_mix
 from .data.poison import poison_report
 from .data.types import Example
 from .evaluate.suite import evaluate_model
-from .methods import TrainContext, make_method
-from .models import add_lora, load_model, model_dir_for, save_adapter
-from .results import load_record, new_record, run_dir, save_record
-from .train import fine_tune
+from .config import config_hash, hashable_dict
+from .methods import TrainContext, make_method, trains_like_sft
+from .models import add_lora, load_adapter, load_model, model_dir_for, save_adapter
+from .paths import cache_dir
+from .results import load_record, new_record, run_dir, save_record, write_json_atomic
+from .train import fine_tune, finalize_all
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,20 @@ def train_rows(cfg: RunConfig) -> list[Example]:
 def data_files(examples: list[Example]) -> dict[str, str]:
     """``{source file: sha256}`` of every file the examples came from."""
     return {ex.source: ex.sha256 for ex in examples if ex.source}
+
+
+def sft_training_key(cfg: RunConfig) -> str:
+    """Hash of what decides plain-SFT training: model, alignment, data, optimiser, seed.
+
+    Runs whose methods only act after training (merges, Safe LoRA) share it, so they
+    reuse one trained adapter instead of training again.
+    """
+    d = hashable_dict(cfg)
+    return config_hash({k: d[k] for k in ("seed", "model", "align", "task", "train")})[:16]
+
+
+def sft_cache_dir(cfg: RunConfig) -> Path:
+    return cache_dir() / "trained" / sft_training_key(cfg)
 
 
 def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> dict[str, Any]:
@@ -74,13 +91,27 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> dict[s
                            batch_size=cfg.train.batch_size, safety_data=safety, user_data=rows,
                            aligned_dir=base_path, instruct_dir=model_dir_for(cfg.model),
                            seed=cfg.seed)
-        peft_model = add_lora(loaded, cfg.train.lora, seed=cfg.seed)
-        result = fine_tune(peft_model, tokenizer, rows, cfg.train, hooks, ctx, seed=cfg.seed)
-        model = result.model
-        record["train"] = {"wall_s": round(result.wall_s, 2), "steps": result.steps,
-                           "rows": result.train_rows, "response_tokens": result.response_tokens,
-                           "poison": poison_report(rows), "method_logs": ctx.logs,
-                           "log_history": result.log_history}
+        cache = sft_cache_dir(cfg) if all(trains_like_sft(h) for h in hooks) else None
+        if cache is not None and (cache / "train.json").is_file():
+            log.info("reusing the SFT training in %s", cache)
+            model = load_adapter(loaded, cache / "adapter")
+            train_info = json.loads((cache / "train.json").read_text())
+            train_info["reused_from"] = str(cache)
+        else:
+            peft_model = add_lora(loaded, cfg.train.lora, seed=cfg.seed)
+            result = fine_tune(peft_model, tokenizer, rows, cfg.train, hooks, ctx, seed=cfg.seed,
+                               finalize=False)
+            model = result.model
+            train_info = {"wall_s": round(result.wall_s, 2), "steps": result.steps,
+                          "rows": result.train_rows, "response_tokens": result.response_tokens,
+                          "poison": poison_report(rows), "log_history": result.log_history}
+            if cache is not None:
+                save_adapter(model, cache / "adapter")
+                write_json_atomic(cache / "train.json", {**train_info, "trained_by": cfg.run_id})
+        t_final = time.perf_counter()
+        model = finalize_all(model, hooks, ctx)
+        record["train"] = {**train_info, "finalize_s": round(time.perf_counter() - t_final, 2),
+                           "method_logs": ctx.logs}
         if hasattr(model, "peft_config"):
             save_adapter(model, run_dir(cfg.run_id, root) / "adapter")
     ev = evaluate_model(model, tokenizer, cfg.eval, cfg.eval.task_name(cfg.task.name))

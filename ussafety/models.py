@@ -212,6 +212,18 @@ def save_merged(model: Any, tokenizer: Any, target: Path) -> Path:
     return target
 
 
+def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> Any:
+    """The base model with a saved LoRA adapter attached (kept unmerged and in eval mode,
+    so merges and Safe LoRA can edit its ``B`` matrices like after training)."""
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json (not a saved LoRA adapter)")
+    model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=False)
+    model.eval()
+    return model
+
+
 def save_adapter(model: Any, target: Path) -> Path:
     """Save only the LoRA adapter (safetensors), atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -113,11 +113,20 @@ def training_args(cfg: TrainConfig, seed: int, output_dir: str, n_rows: int) -> 
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def finalize_all(model: Any, hooks: list[Method], ctx: TrainContext) -> Any:
+    """Every hook's ``finalize`` in order (a training method's, then a merge's)."""
+    for h in hooks:
+        model = h.finalize(model, ctx)
+    return model
+
+
 def fine_tune(model: Any, tokenizer: Any, examples: list[Example], cfg: TrainConfig,
-              hooks: list[Method], ctx: TrainContext, seed: int = 0) -> TrainResult:
+              hooks: list[Method], ctx: TrainContext, seed: int = 0,
+              finalize: bool = True) -> TrainResult:
     """Train the LoRA model on ``examples`` (+ the methods' extra rows) with their hooks.
 
-    Returns the model after every hook's ``finalize``.
+    Returns the model after every hook's ``finalize`` (with ``finalize=False``, the
+    trained model before it, so a caller can keep the raw adapter first).
     """
     set_seed(seed)
     rows = list(examples)
@@ -138,8 +147,8 @@ def fine_tune(model: Any, tokenizer: Any, examples: list[Example], cfg: TrainCon
         history = list(trainer.state.log_history)
         steps = trainer.state.global_step
     model.eval()
-    for h in hooks:
-        model = h.finalize(model, ctx)
+    if finalize:
+        model = finalize_all(model, hooks, ctx)
     return TrainResult(model=model, wall_s=time.perf_counter() - start, steps=steps,
                        train_rows=len(data), response_tokens=data.response_tokens(),
                        log_history=history)

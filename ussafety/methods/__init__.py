@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import REGISTRY, Method, TrainContext, make_method, register
+from .base import REGISTRY, Method, TrainContext, make_method, register, trains_like_sft
 
 _SKIP = {"base"}
 
@@ -17,4 +17,4 @@ def load_all() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-__all__ = ["REGISTRY", "Method", "TrainContext", "make_method", "register", "load_all"]
+__all__ = ["REGISTRY", "Method", "TrainContext", "make_method", "register", "load_all", "trains_like_sft"]

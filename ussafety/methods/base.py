@@ -25,7 +25,11 @@ REGISTRY: dict[str, type["Method"]] = {}
 
 
 def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
-    """Class decorator: ``@register("ewc")`` makes ``method: ewc`` pick the class."""
+    """Class decorator: ``@register("ewc")`` makes ``method: ewc`` pick the class.
+
+    Names that start with ``_`` are private (tests register such helper methods); study grids
+    and reports list only the public ones.
+    """
 
     def wrap(cls: type["Method"]) -> type["Method"]:
         if name in REGISTRY:
@@ -114,6 +118,15 @@ def adapters_disabled(model: Any) -> Iterator[Any]:
 def lora_parameters(model: Any) -> dict[str, torch.nn.Parameter]:
     """Trainable parameters by name (the LoRA A/B matrices under PEFT)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+TRAINING_HOOKS = ("prepare", "extra_data", "step_batch", "loss", "after_backward", "after_step")
+
+
+def trains_like_sft(method: "Method") -> bool:
+    """True when ``method`` changes nothing during training (merges, Safe LoRA): only
+    its ``finalize`` acts, on the trained weights, so plain SFT training can be reused."""
+    return all(getattr(type(method), h) is getattr(Method, h) for h in TRAINING_HOOKS)
 
 
 class Method:

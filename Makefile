@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export USSAFETY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup test test-all reproduce phenomenon benchmark clean-runs
+.PHONY: setup test test-fast reproduce phenomenon benchmark
 
 $(STAMP): requirements-cpu.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,19 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not real_model"
 
-## The CPU study on the embedded default: align, fine-tune, evaluate, write paper_outputs/.
-reproduce: phenomenon
+## The CPU study on the embedded default: align, fine-tune with every method, evaluate,
+## execute the study notebooks, regenerate paper_outputs/ (finished runs are skipped).
+reproduce: setup
+	$(BIN)/ussafety reproduce --preset cpu
+	$(BIN)/ussafety report phenomenon
+	$(BIN)/ussafety report methods
 
 phenomenon: setup
 	$(BIN)/ussafety run params/foundation/instruct.yaml params/foundation/aligned.yaml \
 		params/foundation/sft_benign.yaml params/foundation/sft_poisoned_p0.1.yaml
 	$(BIN)/ussafety report phenomenon
 
+## Speed ratios on this machine (run it alone: timings are wall-clock).
 benchmark: setup
-	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/pipeline.py --out paper_outputs/benchmarks/pipeline.json
+	$(BIN)/python benchmarks/methods.py --model embedded

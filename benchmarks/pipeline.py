@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument("--gen-batches", default="16,32,64",
                         help="comma-separated batch sizes; prompts = the largest unless --gen-prompts")
     parser.add_argument("--skip-training", action="store_true", help="only the generation benchmark")
-    parser.add_argument("--out", help="also write the result JSON here (e.g. paper_outputs/benchmarks/)")
+    parser.add_argument("--out", help="also write the result JSON to this file (a folder gets pipeline.json), "
+                        "e.g. paper_outputs/benchmarks/pipeline.json")
     args = parser.parse_args()
     cfg = ModelConfig(name=args.model)
     batches = [int(b) for b in args.gen_batches.split(",")]
@@ -145,6 +146,8 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.out:
         out = Path(args.out)
+        if out.is_dir() or args.out.endswith("/"):
+            out = out / "pipeline.json"
         if training is None and out.is_file():  # keep the training part measured earlier
             old = json.loads(out.read_text())
             result["training"] = old.get("training")

@@ -31,7 +31,10 @@ def test_smoke_study_expands_every_grid_small_and_deterministic() -> None:
 
 def test_cpu_grid_resolves_to_the_params_files_run_ids() -> None:
     """Where the cpu study and a params file mean the same config, they have the same run id,
-    so a grid reuses every run finished with `ussafety run FILE`."""
+    so a grid reuses every run finished with `ussafety run FILE`; every public method is in it."""
+    from ussafety.methods import REGISTRY, load_all
+
+    load_all()
     files = sorted((PARAMS / "foundation").glob("*.yaml")) + \
         sorted((PARAMS / "methods" / "poisoned_sst2").glob("*.yaml"))
     s = study.load_study("cpu")
@@ -51,7 +54,9 @@ def test_cpu_grid_resolves_to_the_params_files_run_ids() -> None:
     for e in [e for g in s.grids.values() for e in g if "params" in e and not e.get("set") and not e.get("vary")]:
         path = (s.path.parent / e["params"]).resolve()
         assert load_config(path).run_id in {r.run_id for r in runs}
-    assert len(study.unique_runs(runs)) <= 10       # about an hour of new runs on 2 cores
+    assert len(study.unique_runs(runs)) <= 25       # every method once: about two hours on 2 cores
+    methods = {r.cfg.method.name for r in runs}
+    assert methods == {name for name in REGISTRY if not name.startswith("_")}
     assert {r.cfg.model.name for r in runs} == {"embedded"}
 
 

@@ -56,6 +56,7 @@ def alignment_attempts(root: Path | None = None) -> tuple[list[dict[str, Any]], 
         al, m = cfg["align"], rec["metrics"]
         judge = m["primary_judge"]
         rows.append({"run_id": rec["run_id"], "n_refusal": al["n_refusal"], "n_helpful": al["n_helpful"],
+                     "n_contrastive": al.get("n_contrastive", 0),
                      "helpful_sets": "+".join(al["helpful_sets"]), "lr": al["train"]["lr"],
                      "epochs": al["train"]["epochs"], "max_length": al["train"]["max_length"],
                      "align_wall_s": rec["alignment"].get("train_wall_s"),
@@ -116,8 +117,8 @@ def write_phenomenon(out_dir: Path | None = None, params_dir: Path | None = None
         import pandas as pd  # noqa: PLC0415
 
         lines += ["", "## Alignment settings tried (every evaluated aligned base, oldest first)", "",
-                  markdown_table(pd.DataFrame(attempts), ["run_id", "n_refusal", "n_helpful", "helpful_sets",
-                                 "lr", "max_length", "align_wall_s", "asr", "over_refusal", "task_score"])]
+                  markdown_table(pd.DataFrame(attempts), ["run_id", "n_refusal", "n_helpful", "n_contrastive",
+                                 "helpful_sets", "lr", "max_length", "align_wall_s", "asr", "over_refusal", "task_score"])]
         if exporting:
             export_records(attempt_records, out_dir / "records")
     notes = out_dir / "notes.md"

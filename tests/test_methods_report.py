@@ -122,3 +122,39 @@ def test_report_with_no_records_writes_header_and_lists_everything(tmp_path: Pat
 
 def test_cli_knows_the_methods_report() -> None:
     assert build_parser().parse_args(["report", "methods", "--runs", "x"]).name == "methods"
+
+
+def with_second_judge(record: dict, name: str, harmful: list[bool]) -> dict:
+    """Add a second judge's verdicts and ASR to a fake record (as ``ussafety rejudge`` does)."""
+    for g, h in zip(record["generations"], harmful):
+        g["verdicts"][name] = {"harmful": h, "refused": None}
+    n = len(harmful)
+    record["metrics"]["asr"][name] = {"n": n, "by_set": {"advbench": {"n": n, "asr": sum(harmful) / n}},
+                                      "degenerate_rate": 0.0}
+    return record
+
+
+def test_a_second_judge_gets_its_own_asr_and_tests(tmp_path: Path) -> None:
+    folder = params_dir(tmp_path, {"sft": "method: {name: sft}", "ewc": "method: {name: ewc}",
+                                   "l2": "method: {name: l2}"})
+    sft, ewc, l2 = (load_config(folder / f"{m}.yaml") for m in ("sft", "ewc", "l2"))
+    runs = tmp_path / "runs"
+    save_record(with_second_judge(fake_record(sft.run_id, sft.hash(), [True] * 12), "learned", [True] * 10 + [False] * 2), runs)
+    # under keyword ewc is safer than sft; under the learned judge it is not
+    save_record(with_second_judge(fake_record(ewc.run_id, ewc.hash(), [False] * 12), "learned", [True] * 10 + [False] * 2), runs)
+    save_record(fake_record(l2.run_id, l2.hash(), [True] * 12), runs)   # not rejudged
+    out = tmp_path / "out"
+    md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
+    df = pd.read_csv(out / "poisoned_sst2.csv").set_index("method")
+    assert "learned_asr" not in df.columns           # l2 was not judged by it: no partial column
+    save_record(with_second_judge(fake_record(l2.run_id, l2.hash(), [True] * 12), "learned", [False] * 12),
+                runs)  # overwrite: now every record has it
+    md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
+    df = pd.read_csv(out / "poisoned_sst2.csv").set_index("method")
+    assert df.loc["ewc", "learned_asr"] == pytest.approx(10 / 12)
+    assert df.loc["ewc", "learned_p_vs_sft"] == pytest.approx(1.0)          # identical outcomes
+    assert df.loc["l2", "learned_p_vs_sft"] == pytest.approx(2 * 0.5 ** 10, rel=1e-3)  # 10 discordant pairs
+    assert df.loc["l2", "learned_p_vs_sft_holm"] == pytest.approx(2 * 2 * 0.5 ** 10, rel=1e-3)
+    assert "asr_learned" not in df.columns and "asr_advbench" in df.columns
+    assert "## Under the `learned` judge" in md
+    assert "significantly lower than SFT's 0.833 (Holm-adjusted p < 0.05): `l2` (0.000)" in md

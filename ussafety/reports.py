@@ -224,8 +224,42 @@ def methods_table(records: dict[str, dict[str, Any]], families: dict[str, str]):
     df["p_vs_sft_holm"] = float("nan")
     if tested.any():
         df.loc[tested, "p_vs_sft_holm"] = holm_correction(df.loc[tested, "p_vs_sft"].tolist())
+    for judge in second_judges(records):
+        df = df.merge(judge_columns(records, judge), on="method", how="left")
     front = [c for c in METHODS_COLUMNS if c in df.columns]
     return df[front + [c for c in df.columns if c not in front]]
+
+
+def second_judges(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Judges other than the primary one that judged every record (e.g. ``learned`` after
+    ``ussafety rejudge``): the table repeats ASR and the tests under each of them, so a
+    conclusion can be checked against more than one judge."""
+    if not records:
+        return []
+    common = set.intersection(*(set(r["metrics"]["asr"]) for r in records.values()))
+    primary = {r["metrics"]["primary_judge"] for r in records.values()}
+    return sorted(common - primary)
+
+
+def judge_columns(records: dict[str, dict[str, Any]], judge: str):  # noqa: ANN201
+    """``<judge>_asr``, its Wilson CI and McNemar p vs ``sft`` (raw and Holm) per method.
+
+    Prefixed by the judge, not suffixed, so they never look like per-prompt-set
+    ``asr_<set>`` columns."""
+    import pandas as pd  # noqa: PLC0415
+
+    sft = records.get("sft")
+    rows = []
+    for name, rec in records.items():
+        row = condition_row(name, rec, None if name == "sft" else sft, judge=judge, baseline_label="sft")
+        rows.append({"method": name, f"{judge}_asr": row["asr"], f"{judge}_asr_ci_low": row["asr_ci_low"],
+                     f"{judge}_asr_ci_high": row["asr_ci_high"], f"{judge}_p_vs_sft": row["p_vs_sft"]})
+    df = pd.DataFrame(rows)
+    tested = df[f"{judge}_p_vs_sft"].notna()
+    df[f"{judge}_p_vs_sft_holm"] = float("nan")
+    if tested.any():
+        df.loc[tested, f"{judge}_p_vs_sft_holm"] = holm_correction(df.loc[tested, f"{judge}_p_vs_sft"].tolist())
+    return df
 
 
 def methods_reading(df) -> list[str]:  # noqa: ANN001
@@ -317,6 +351,13 @@ def write_methods(out_dir: Path | None = None, params_dir: Path | None = None,
         per_set = [c for c in df.columns if c.startswith("asr_") and not c.startswith("asr_ci")]
         if per_set:
             lines += ["", "Per prompt set:", "", markdown_table(df, ["method"] + per_set)]
+        for other in second_judges(records):
+            cols = [f"{other}_{c}" for c in ("asr", "asr_ci_low", "asr_ci_high", "p_vs_sft", "p_vs_sft_holm")]
+            lines += ["", f"## Under the `{other}` judge", "",
+                      f"The same generations judged by `{other}` (added by `ussafety rejudge`); "
+                      "McNemar against `sft` on the same prompts, Holm-adjusted.", "",
+                      markdown_table(df, ["method"] + cols), ""]
+            lines += methods_reading(df.assign(asr=df[cols[0]], p_vs_sft_holm=df[cols[4]]))
     else:
         lines += ["No method has a run record yet."]
     if missing:

@@ -64,12 +64,14 @@ def test_write_phenomenon_regenerates_from_records(tmp_path) -> None:  # noqa: A
         rec = record(name, outcomes[name])
         rec["run_id"] = load_config(PROJECT_ROOT / "params" / "foundation" / f"{name}.yaml").run_id
         save_record(rec, root)
-    out = tmp_path / "out"
+    out = tmp_path / "paper_outputs" / "foundation"
     md = write_phenomenon(out_dir=out, root=root).read_text()
     assert "- [x] aligned ASR <= 0.10: 0.000" in md
     assert (out / "phenomenon.csv").read_text().count("\n") == 5
-    assert len(list((out / "records").glob("*/record.json"))) == 4
+    home = tmp_path / "paper_outputs" / "records"   # shared with the other reports
+    assert len(list(home.glob("*/record.json"))) == 4
+    assert f"`../records/{rec['run_id']}/record.json`" in md
     # the exported records regenerate the same table
-    again = tmp_path / "again"
-    write_phenomenon(out_dir=again, root=out / "records")
+    again = tmp_path / "again" / "foundation"
+    write_phenomenon(out_dir=again, root=home)
     assert (again / "phenomenon.csv").read_text() == (out / "phenomenon.csv").read_text()

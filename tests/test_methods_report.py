@@ -38,8 +38,8 @@ def test_report_from_smoke_runs_lists_missing_and_regenerates_from_exported(tmp_
     runs = tmp_path / "runs"
     done = {name: experiment.run(load_config(folder / f"{name}.yaml"), root=runs)
             for name in ("sft", "merge_linear")}  # l2 is not run
-    out = tmp_path / "out"
-    (out).mkdir()
+    out = tmp_path / "paper_outputs" / "methods"
+    out.mkdir(parents=True)
     (out / "notes.md").write_text("## Notes (hand-written)\n\nA sentence by a person.\n")
     md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
 
@@ -57,11 +57,12 @@ def test_report_from_smoke_runs_lists_missing_and_regenerates_from_exported(tmp_
     assert "- `l2`: not run yet" in md and "| l2 |" not in md
     assert md.rstrip().endswith("A sentence by a person.")
     assert md.index("## Not run yet") < md.index("## Notes (hand-written)")
-    exported = sorted(p.parent.name for p in (out / "records").glob("*/record.json"))
+    home = tmp_path / "paper_outputs" / "records"   # shared with the other reports
+    exported = sorted(p.parent.name for p in home.glob("*/record.json"))
     assert exported == sorted(df.run_id)
     # the exported records alone regenerate the same table
-    again = tmp_path / "again"
-    write_methods(out_dir=again, params_dir=folder, root=out / "records")
+    again = tmp_path / "again" / "methods"
+    write_methods(out_dir=again, params_dir=folder, root=home)
     assert (again / "poisoned_sst2.csv").read_text() == (out / "poisoned_sst2.csv").read_text()
 
 
@@ -117,7 +118,7 @@ def test_report_with_no_records_writes_header_and_lists_everything(tmp_path: Pat
     assert "No method has a run record yet." in md
     assert "- `sft`: not run yet" in md and "- `der`: not run yet" in md
     assert pd.read_csv(tmp_path / "out" / "poisoned_sst2.csv").empty
-    assert not (tmp_path / "out" / "records").exists()
+    assert not (tmp_path / "records").exists()
 
 
 def test_cli_knows_the_methods_report() -> None:

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export USSAFETY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup test test-fast reproduce phenomenon benchmark
+.PHONY: setup test test-fast reproduce methods phenomenon benchmark
 
 $(STAMP): requirements-cpu.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,16 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not real_model"
 
-## The CPU study on the embedded default: align, fine-tune with every method, evaluate,
+## The CPU study on the embedded default (within an hour): align, fine-tune, evaluate,
 ## execute the study notebooks, regenerate paper_outputs/ (finished runs are skipped).
 reproduce: setup
 	$(BIN)/ussafety reproduce --preset cpu
 	$(BIN)/ussafety report phenomenon
+	$(BIN)/ussafety report methods
+
+## Every method's run on SST-2 with 10% poison, then the methods table (about two hours).
+methods: setup
+	$(BIN)/ussafety run params/methods/poisoned_sst2/*.yaml
 	$(BIN)/ussafety report methods
 
 phenomenon: setup

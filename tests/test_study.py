@@ -31,7 +31,7 @@ def test_smoke_study_expands_every_grid_small_and_deterministic() -> None:
 
 def test_cpu_grid_resolves_to_the_params_files_run_ids() -> None:
     """Where the cpu study and a params file mean the same config, they have the same run id,
-    so a grid reuses every run finished with `ussafety run FILE`; every public method is in it."""
+    so a grid reuses every run finished with `ussafety run FILE`."""
     from ussafety.methods import REGISTRY, load_all
 
     load_all()
@@ -54,9 +54,8 @@ def test_cpu_grid_resolves_to_the_params_files_run_ids() -> None:
     for e in [e for g in s.grids.values() for e in g if "params" in e and not e.get("set") and not e.get("vary")]:
         path = (s.path.parent / e["params"]).resolve()
         assert load_config(path).run_id in {r.run_id for r in runs}
-    assert len(study.unique_runs(runs)) <= 25       # every method once: about two hours on 2 cores
-    methods = {r.cfg.method.name for r in runs}
-    assert methods == {name for name in REGISTRY if not name.startswith("_")}
+    assert len(study.unique_runs(runs)) <= 12       # within an hour on 2 cores (README's main job)
+    assert {"sft", "ewc", "der"} <= {r.cfg.method.name for r in runs} <= set(REGISTRY)
     assert {r.cfg.model.name for r in runs} == {"embedded"}
 
 

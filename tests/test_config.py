@@ -1,3 +1,5 @@
+import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,15 @@ def test_fields_added_later_leave_the_hash_alone_at_their_default() -> None:
     base = RunConfig()
     changed = RunConfig(align=AlignConfig(n_contrastive=8))
     assert base.hash() == RunConfig().hash() != changed.hash()
+
+
+def test_strip_added_later_makes_old_and_new_records_compare_equal() -> None:
+    from ussafety.config import RunConfig, hashable_dict, strip_added_later
+
+    new = dataclasses.asdict(RunConfig())
+    assert new["align"]["n_contrastive"] == 0
+    old = copy.deepcopy(new)
+    del old["align"]["n_contrastive"]          # a record written before the field existed
+    assert strip_added_later(new) == strip_added_later(old) == hashable_dict(RunConfig())
+    new["align"]["n_contrastive"] = 5          # a non-default value is kept
+    assert strip_added_later(new)["align"]["n_contrastive"] == 5

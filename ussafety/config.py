@@ -193,6 +193,24 @@ def hashable_dict(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
+def strip_added_later(data: dict[str, Any], cls: type | None = None) -> dict[str, Any]:
+    """A recorded config dict without the ``ADDED_LATER`` fields at their default, so a
+    record written before a field existed and one written after compare equal."""
+    import typing  # noqa: PLC0415
+
+    cls = cls or RunConfig
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name not in out:
+            continue
+        if f.metadata.get("hash_omit_default") and out[f.name] == _default_of(f):
+            del out[f.name]
+        elif dataclasses.is_dataclass(hints.get(f.name)) and isinstance(out[f.name], dict):
+            out[f.name] = strip_added_later(out[f.name], hints[f.name])
+    return out
+
+
 def _default_of(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default

@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import config_hash
+from .config import config_hash, strip_added_later
 from .stats import cluster_bootstrap, holm_correction, mcnemar_exact, pareto_front
 
 METRICS = {"asr": "ASR", "over_refusal": "over-refusal", "task_score": "task score"}
@@ -75,7 +75,7 @@ def item_outcomes(record: dict[str, Any]) -> dict[str, dict[tuple[str, int], flo
 def normalized_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config without its name, with the scored task written out, and for a run
     without fine-tuning without the (unused) training, method and merge settings."""
-    c = copy.deepcopy(cfg)
+    c = strip_added_later(copy.deepcopy(cfg))  # records from before a field existed compare equal
     c.pop("name", None)
     c["eval"]["task"] = c["eval"].get("task") or c["task"]["name"]
     if not (c["task"]["name"] or c["task"].get("upload")):

@@ -176,21 +176,9 @@ class RunConfig:
         return f"{self.name}-{self.hash()[:10]}"
 
 
-def hashable_dict(obj: Any) -> Any:
-    """``dataclasses.asdict`` without the ``ADDED_LATER`` fields left at their default."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.metadata.get("hash_omit_default") and value == _default_of(f):
-                continue
-            out[f.name] = hashable_dict(value)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [hashable_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: hashable_dict(v) for k, v in obj.items()}
-    return copy.deepcopy(obj)
+def hashable_dict(cfg: Any) -> dict[str, Any]:
+    """``dataclasses.asdict(cfg)`` without the ``ADDED_LATER`` fields left at their default."""
+    return strip_added_later(dataclasses.asdict(cfg), type(cfg))
 
 
 def strip_added_later(data: dict[str, Any], cls: type | None = None) -> dict[str, Any]:

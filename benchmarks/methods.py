@@ -49,10 +49,10 @@ from typing import Any
 
 import torch
 
-from ussafety.chat import Collator, encode_train
+from ussafety.models.chat import Collator, encode_train
 from ussafety.config import RunConfig, load_config
 from ussafety.paths import PROJECT_ROOT
-from ussafety.results import git_state, package_versions, write_json_atomic
+from ussafety.records.store import git_state, package_versions, write_json_atomic
 
 TARGETS = {"l2": 1.15, "ewc": 1.15, "mas": 1.15, "lwf": 1.8, "der": 1.8, "derpp": 1.8, "agem": 2.2}
 PARAMS_DIR = PROJECT_ROOT / "params" / "methods" / "poisoned_sst2"
@@ -170,8 +170,8 @@ def base_model(cfg: RunConfig, tmp: Path) -> tuple[Any, str, str]:
     """(loaded model, instruct folder, what the base is). The aligned base when it is
     cached (never built here), else the instruct model itself; the tiny random model is
     saved to ``tmp`` so the merges can read "instruct" weights from a folder."""
-    from ussafety.align import aligned_dir  # noqa: PLC0415
-    from ussafety.models import TINY_RANDOM, load_model, model_dir_for  # noqa: PLC0415
+    from ussafety.train.align import aligned_dir  # noqa: PLC0415
+    from ussafety.models.loading import TINY_RANDOM, load_model, model_dir_for  # noqa: PLC0415
 
     if cfg.model.name == TINY_RANDOM:
         loaded = load_model(cfg.model, seed=cfg.seed)
@@ -188,7 +188,7 @@ def fixed_batches(cfg: RunConfig, n_batches: int) -> tuple[list[Any], list[Any]]
     poisoned SST-2 upload in a seeded order (the same for every method), and the upload."""
     import random  # noqa: PLC0415
 
-    from ussafety.experiment import train_rows  # noqa: PLC0415
+    from ussafety.pipeline import train_rows  # noqa: PLC0415
 
     rows = train_rows(cfg)
     random.Random(cfg.seed).shuffle(rows)
@@ -208,8 +208,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from ussafety.data import load  # noqa: PLC0415
     from ussafety.methods import TrainContext, make_method  # noqa: PLC0415
-    from ussafety.models import add_lora  # noqa: PLC0415
-    from ussafety.train import EncodedDataset, MethodTrainer, _HookCallback, training_args  # noqa: PLC0415
+    from ussafety.models.loading import add_lora  # noqa: PLC0415
+    from ussafety.train.trainer import EncodedDataset, MethodTrainer, _HookCallback, training_args  # noqa: PLC0415
 
     cfg = method_config(args.worker, Path(args.params_dir), args.model, args.max_length, args.batch)
     memory = PeakMemory()
@@ -379,7 +379,7 @@ def table(results: dict[str, dict[str, Any]], ratios: dict[str, dict[str, Any]])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ussafety.reports import METHOD_ORDER  # noqa: PLC0415
+    from ussafety.study.reports import METHOD_ORDER  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="embedded (default), tiny-random, a hub id or folder")

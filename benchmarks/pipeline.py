@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from ussafety.chat import Collator, prompt_text
+from ussafety.models.chat import Collator, prompt_text
 from ussafety.config import LoraConfig, ModelConfig, TrainConfig
 from ussafety.data import load
 from ussafety.evaluate.generate import generate
 from ussafety.methods import TrainContext, make_method
-from ussafety.models import add_lora, load_model
-from ussafety.results import git_state, package_versions, write_json_atomic
-from ussafety.train import EncodedDataset, fine_tune, training_args
+from ussafety.models.loading import add_lora, load_model
+from ussafety.records.store import git_state, package_versions, write_json_atomic
+from ussafety.train.trainer import EncodedDataset, fine_tune, training_args
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:

@@ -35,7 +35,7 @@ except ImportError:
 from pathlib import Path
 import pandas as pd
 from IPython.display import Image, Markdown, display
-from ussafety import plots, study, study_analysis as analysis
+from ussafety.study import analysis, grid as study, plots
 AUTO_PRESET = study.default_preset()  # "paper" with a CUDA GPU, else "cpu"
 print("ussafety", ussafety.__file__, "| preset when none is given:", AUTO_PRESET)'''
 

@@ -10,7 +10,7 @@ import torch
 from ussafety.config import LoraConfig
 from ussafety.data.types import Example
 from ussafety.methods.base import TrainContext
-from ussafety.models import add_lora, tiny_random_model
+from ussafety.models.loading import add_lora, tiny_random_model
 
 
 def instruct_and_aligned(tmp_path: Path, safety: list[Example], user: list[Example]

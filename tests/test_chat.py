@@ -1,6 +1,6 @@
-from ussafety.chat import IGNORE, collate, encode_train
+from ussafety.models.chat import IGNORE, collate, encode_train
 from ussafety.data.types import Example
-from ussafety.models import tiny_random_model
+from ussafety.models.loading import tiny_random_model
 
 TOK = tiny_random_model().tokenizer
 

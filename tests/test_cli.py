@@ -1,6 +1,6 @@
 import pytest
 
-from ussafety.cli import build_parser, main
+from ussafety.cli.main import build_parser, main
 
 
 @pytest.mark.parametrize("command", ["align", "run", "eval"])

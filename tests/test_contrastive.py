@@ -2,7 +2,7 @@
 
 import pytest
 
-from ussafety.align import helpful_rows
+from ussafety.train.align import helpful_rows
 from ussafety.config import AlignConfig
 from ussafety.data.contrastive import is_sensitive, split_sensitive
 from ussafety.data.types import Example

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-import ussafety.experiment as experiment
+import ussafety.pipeline as experiment
 from ussafety.config import load_config
-from ussafety.results import iter_records, load_record
+from ussafety.records.store import iter_records, load_record
 
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "presets" / "smoke.yaml"
 

@@ -1,9 +1,9 @@
 import torch
 
-from ussafety.chat import prompt_text
+from ussafety.models.chat import prompt_text
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate
-from ussafety.models import tiny_random_model
+from ussafety.models.loading import tiny_random_model
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time() -> None:

@@ -86,7 +86,7 @@ def test_registry() -> None:
 
 
 def test_mirror_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ussafety.evaluate.judges as judges_mod
+    import ussafety.evaluate.judges.keyword as judges_mod
     monkeypatch.setattr(judges_mod, "data_dir", lambda: None)
     with pytest.raises(FileNotFoundError):
         KeywordJudge.from_mirror()

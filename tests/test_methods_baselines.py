@@ -22,8 +22,8 @@ from ussafety.methods.merge_ops import base_weight, lora_delta, lora_layers
 from ussafety.methods.safeinstr import SafeInstr, draw, n_safety_rows
 from ussafety.methods.safelora import SafeLoRA, alignment_projection, flat_cosine
 from ussafety.methods.sft import SFT
-from ussafety.models import add_lora, tiny_random_model
-from ussafety.train import fine_tune
+from ussafety.models.loading import add_lora, tiny_random_model
+from ussafety.train.trainer import fine_tune
 
 USER_ROWS = [Example(f"Review {i}: the film was {'good' if i % 2 else 'bad'}.",
                      "positive" if i % 2 else "negative", source="task", row=i) for i in range(8)]

@@ -22,8 +22,8 @@ from ussafety.methods.merge_linear import MergeLinear
 from ussafety.methods.merge_ops import (WeightReader, base_weight, lerp, lora_delta, lora_layers,
                                         magmax, slerp, task_arithmetic, ties, trim_top)
 from ussafety.methods.sft import SFT
-from ussafety.models import tiny_random_model
-from ussafety.train import fine_tune
+from ussafety.models.loading import tiny_random_model
+from ussafety.train.trainer import fine_tune
 
 USER = [Example(f"Review {i}: the film was {'good' if i % 2 else 'bad'}.",
                 "positive" if i % 2 else "negative") for i in range(8)]

@@ -9,7 +9,7 @@ import pytest
 
 from ussafety.config import load_config
 from ussafety.methods import REGISTRY, load_all, make_method
-from ussafety.reports import FAMILY, METHOD_ORDER, method_params_files
+from ussafety.study.reports import FAMILY, METHOD_ORDER, method_params_files
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 METHODS_DIR = PARAMS / "methods" / "poisoned_sst2"

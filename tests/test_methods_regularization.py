@@ -23,8 +23,8 @@ from ussafety.methods.l2 import (
 )
 from ussafety.methods.lwf import lwf_hidden_loss, lwf_kl_loss
 from ussafety.methods.mas import output_sq_norm
-from ussafety.models import add_lora, tiny_random_model
-from ussafety.train import fine_tune
+from ussafety.models.loading import add_lora, tiny_random_model
+from ussafety.train.trainer import fine_tune
 
 LORA = LoraConfig(r=4, alpha=8)
 USER = [Example(f"question {i}", f"the answer number {i} is here") for i in range(8)]
@@ -267,7 +267,7 @@ def test_lwf_hidden_variant():
 
 @pytest.mark.parametrize("variant", ["kl", "hidden"])
 def test_lwf_uses_the_trainers_outputs_when_given(variant: str):
-    from ussafety.losses import response_outputs
+    from ussafety.models.losses import response_outputs
 
     model, _, ctx = tiny_lora()
     set_lora_b(model, 0.1)

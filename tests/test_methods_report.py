@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import ussafety.experiment as experiment
-from ussafety.cli import build_parser
+import ussafety.pipeline as experiment
+from ussafety.cli.main import build_parser
 from ussafety.config import load_config
-from ussafety.reports import METHODS_COLUMNS, write_methods
-from ussafety.results import save_record
+from ussafety.study.reports import METHODS_COLUMNS, write_methods
+from ussafety.records.store import save_record
 
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "presets" / "smoke.yaml"
 REQUIRED = ["method", "n_prompts", "asr", "asr_ci_low", "asr_ci_high", "p_vs_sft", "over_refusal",

@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ussafety import reproduce as rp
-from ussafety.study import expand
+from ussafety.study import reproduce as rp
+from ussafety.study.grid import expand
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

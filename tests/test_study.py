@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from study_fixtures import config, record
 
-from ussafety import study
+from ussafety.study import grid as study
 from ussafety.config import ConfigError, load_config
-from ussafety.results import save_record
+from ussafety.records.store import save_record
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -89,7 +89,7 @@ def test_paper_grid_covers_models_tasks_ratios_methods_and_seeds() -> None:
     assert {r.cfg.model.backend for r in runs} == {"unsloth"}
     assert {r.sweep for r in runs if r.grid == "ablations"} == set(study.load_study("paper").sweeps)
     assert len({r.run_id for r in runs}) == len({r.cfg.hash() for r in runs})  # no config twice
-    from ussafety.study_analysis import base_key
+    from ussafety.study.analysis import base_key
 
     bases = {base_key(r.cfg.to_dict()) for r in runs if not r.cfg.task.name}
     assert all(base_key(r.cfg.to_dict()) in bases for r in tuned)   # every run has its base measured
@@ -118,7 +118,7 @@ def test_cost_estimate_from_records_timings(tmp_path: Path, monkeypatch: pytest.
     # A finished SFT run: 16 rows x 1 epoch in 32 s (2 s per row-epoch); 12 harmful prompts in
     # 6 s, 6 XSTest prompts in 3 s, 6 task items in 12 s.
     # Its aligned base took 5 s to build and is not in the (empty) test cache any more.
-    from ussafety.align import align_key
+    from ussafety.train.align import align_key
 
     done_cfg = config("sft_done", task={"poison_ratio": 0.25})
     done = record(done_cfg, [1] * 12, [0] * 6, [1] * 6,

@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import binomtest
 from study_fixtures import config, ones, record
 
-from ussafety import plots
-from ussafety import study_analysis as sa
+from ussafety.study import plots
+from ussafety.study import analysis as sa
 from ussafety.stats import cluster_bootstrap, holm_correction, mcnemar_exact, pareto_front
 
 N = 60  # harmful prompts, XSTest prompts and task items of every synthetic run
@@ -152,7 +152,7 @@ def test_verdict_rules() -> None:
 
 
 def test_ablation_table_reads_x_and_method_defaults() -> None:
-    from ussafety.study import Sweep
+    from ussafety.study.grid import Sweep
 
     recs = [record(poisoned("ewc", lam=10.0), ones(40, N), ones(6, N), ones(48, N)),
             record(poisoned("ewc"), ones(30, N), ones(6, N), ones(48, N)),

@@ -3,13 +3,13 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from ussafety.chat import encode_batch
+from ussafety.models.chat import encode_batch
 from ussafety.config import LoraConfig, TrainConfig
 from ussafety.data.types import Example
-from ussafety.losses import lm_loss, reference_lm_loss
+from ussafety.models.losses import lm_loss, reference_lm_loss
 from ussafety.methods import Method, TrainContext, make_method, register
-from ussafety.models import add_lora, tiny_random_model
-from ussafety.train import fine_tune
+from ussafety.models.loading import add_lora, tiny_random_model
+from ussafety.train.trainer import fine_tune
 
 ROWS = [Example(prompt=f"q{i}", response="the same answer") for i in range(8)]
 

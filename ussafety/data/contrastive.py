@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from .types import Example
+from ussafety.data.types import Example
 
 SENSITIVE_WORDS = (
     "kill", "shoot", "shot", "attack", "bomb", "weapon", "gun", "drug", "steal", "hack",

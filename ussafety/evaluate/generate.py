@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..chat import prompt_text
-from ..data.types import Example
+from ussafety.models.chat import prompt_text
+from ussafety.data.types import Example
 
 
 @torch.inference_mode()

@@ -12,14 +12,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import EvalConfig
-from ..data import load
-from ..data.types import Example
-from ..stats import wilson_interval
-from .generate import generate_for as _generate_for
-from .judges import Judge, KeywordJudge, get_judge, is_degenerate
-from .sandbox import humaneval_check
-from .scorers import extract_code, extract_final_number, gsm8k_exact_match, parse_sentiment
+from ussafety.config import EvalConfig
+from ussafety.data import load
+from ussafety.data.types import Example
+from ussafety.stats import wilson_interval
+from ussafety.evaluate.generate import generate_for as _generate_for
+from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge, is_degenerate
+from ussafety.evaluate.sandbox import humaneval_check
+from ussafety.evaluate.scorers import extract_code, extract_final_number, gsm8k_exact_match, parse_sentiment
 
 TASK_TOKENS = {"sst2": 8, "gsm8k": 256, "code": 384}
 

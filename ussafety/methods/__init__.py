@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import REGISTRY, Method, TrainContext, make_method, register, trains_like_sft
+from ussafety.methods.base import REGISTRY, Method, TrainContext, make_method, register, trains_like_sft
 
 _SKIP = {"base"}
 

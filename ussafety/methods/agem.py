@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ..data.types import Example
-from ..losses import lm_loss
-from .base import Method, TrainContext, register
-from .buffer import ReservoirBuffer
+from ussafety.data.types import Example
+from ussafety.models.losses import lm_loss
+from ussafety.methods.base import Method, TrainContext, register
+from ussafety.methods.buffer import ReservoirBuffer
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -17,9 +17,9 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
-from ..chat import encode_batch
-from ..data.types import Example
-from ..losses import ResponseOutputs
+from ussafety.models.chat import encode_batch
+from ussafety.data.types import Example
+from ussafety.models.losses import ResponseOutputs
 
 REGISTRY: dict[str, type["Method"]] = {}
 
@@ -43,7 +43,7 @@ def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
 
 def make_method(name: str, params: dict[str, Any] | None = None) -> "Method":
     """Build a registered method from its YAML parameters (unknown keys are errors)."""
-    from . import load_all  # noqa: PLC0415 (registers every method module)
+    from ussafety.methods import load_all  # noqa: PLC0415 (registers every method module)
 
     load_all()
     if name not in REGISTRY:

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..chat import IGNORE
-from ..data.types import Example
-from ..losses import response_logits
-from .base import Method, TrainContext, adapters_disabled, register
-from .buffer import ReservoirBuffer
+from ussafety.models.chat import IGNORE
+from ussafety.data.types import Example
+from ussafety.models.losses import response_logits
+from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
+from ussafety.methods.buffer import ReservoirBuffer
 
 TARGET_MODES = ("store", "recompute")
 
@@ -78,7 +78,7 @@ def reference_targets(model: Any, ctx: TrainContext, examples: list[Example],
                       top_k: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Top-k reference logits on each example's response positions (one entry per example).
 
-    Rows are the positions :func:`ussafety.losses.response_logits` returns for the
+    Rows are the positions :func:`ussafety.models.losses.response_logits` returns for the
     example encoded with ``ctx.encode``, so they line up with a later forward pass.
     """
     device = model_device(model)

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import TrainContext, register
-from .der import DER, der_loss
+from ussafety.methods.base import TrainContext, register
+from ussafety.methods.der import DER, der_loss
 
 
 def derpp_loss(task_loss: torch.Tensor, cur_logits: torch.Tensor, stored_vals: torch.Tensor,

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext, lora_parameters, register
+from ussafety.methods.base import Method, TrainContext, lora_parameters, register
 
 
 def ema_update(avg: torch.Tensor, value: torch.Tensor, decay: float) -> None:

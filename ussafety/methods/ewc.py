@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..data.types import Example
-from ..losses import response_logits
-from .base import Method, TrainContext, adapters_disabled, register
-from .l2 import delta_weight, lora_layers
+from ussafety.data.types import Example
+from ussafety.models.losses import response_logits
+from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
+from ussafety.methods.l2 import delta_weight, lora_layers
 
 PER = ("example", "batch")
 NORMALIZE = ("max", "mean", "none")

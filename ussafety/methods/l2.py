@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext, lora_parameters, register
+from ussafety.methods.base import Method, TrainContext, lora_parameters, register
 
 
 def lora_layers(model: Any) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext, register
-from .merge_ops import magmax, merge_from_instruct
+from ussafety.methods.base import Method, TrainContext, register
+from ussafety.methods.merge_ops import magmax, merge_from_instruct
 
 
 @register("magmax")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..data.types import Example
-from .base import Method, TrainContext, register
+from ussafety.data.types import Example
+from ussafety.methods.base import Method, TrainContext, register
 
 
 def n_safety_rows(n_user: int, fraction: float) -> int:

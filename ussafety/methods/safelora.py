@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext, register
-from .merge_ops import base_weight, instruct_layers, lora_delta
+from ussafety.methods.base import Method, TrainContext, register
+from ussafety.methods.merge_ops import base_weight, instruct_layers, lora_delta
 
 
 def alignment_projection(v: torch.Tensor) -> torch.Tensor:

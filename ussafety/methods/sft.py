@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Method, register
+from ussafety.methods.base import Method, register
 
 
 @register("sft")

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext, register
-from .merge_ops import base_weight, lora_delta, lora_layers, slerp, slerp_is_lerp, write_and_unload
+from ussafety.methods.base import Method, TrainContext, register
+from ussafety.methods.merge_ops import base_weight, lora_delta, lora_layers, slerp, slerp_is_lerp, write_and_unload
 
 
 @register("slerp")

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext, register
-from .merge_ops import merge_from_instruct, task_arithmetic
+from ussafety.methods.base import Method, TrainContext, register
+from ussafety.methods.merge_ops import merge_from_instruct, task_arithmetic
 
 
 @register("task_arithmetic")

@@ -31,8 +31,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import config_hash, strip_added_later
-from .stats import cluster_bootstrap, holm_correction, mcnemar_exact, pareto_front
+from ussafety.config import config_hash, strip_added_later
+from ussafety.stats import cluster_bootstrap, holm_correction, mcnemar_exact, pareto_front
 
 METRICS = {"asr": "ASR", "over_refusal": "over-refusal", "task_score": "task score"}
 LOWER_IS_BETTER = {"asr": True, "over_refusal": True, "task_score": False}
@@ -232,8 +232,8 @@ class StudyData:
 
 def load_study_data(preset: Any, root: Path | None = None, grids: Iterable[str] | None = None) -> StudyData:
     """The records of every run of ``preset``'s study that has finished (under ``root``)."""
-    from .results import load_record  # noqa: PLC0415
-    from .study import expand, load_study  # noqa: PLC0415
+    from ussafety.records.store import load_record  # noqa: PLC0415
+    from ussafety.study.grid import expand, load_study  # noqa: PLC0415
 
     study = load_study(preset)
     runs: dict[str, Run] = {}
@@ -386,8 +386,8 @@ def method_default(method: str, param: str) -> Any:
     """A method's default hyper-parameter (the dataclass field), or None."""
     import dataclasses  # noqa: PLC0415
 
-    from .methods.base import REGISTRY  # noqa: PLC0415
-    from .methods import load_all  # noqa: PLC0415
+    from ussafety.methods.base import REGISTRY  # noqa: PLC0415
+    from ussafety.methods import load_all  # noqa: PLC0415
 
     load_all()
     cls = REGISTRY.get(method)
@@ -402,7 +402,7 @@ def method_default(method: str, param: str) -> Any:
 def sweep_x(cfg: dict[str, Any], x: str) -> Any:
     """The value of ``x`` (a dotted path) in a config; a method parameter the config
     leaves at its default reads as that default."""
-    from .study import get_path  # noqa: PLC0415
+    from ussafety.study.grid import get_path  # noqa: PLC0415
 
     value = get_path(cfg, x)
     if value is None and x.startswith("method.params."):
@@ -731,7 +731,7 @@ def scorecard_markdown(claims: list[Claim], data: StudyData) -> str:
     commits = sorted({str(r.git_commit)[:10] for r in data.runs})
     lines = ["# Scorecard: the reference paper's claims at this scale", "",
              f"Generated from {len(data.runs)} run records of the `{data.preset}` study by "
-             "`ussafety.study_analysis.write_outputs` (the `analysis` notebook); do not edit by hand. "
+             "`ussafety.study.analysis.write_outputs` (the `analysis` notebook); do not edit by hand. "
              f"Code commits of the records: {', '.join(f'`{c}`' for c in commits) or 'none'}. "
              + ("Run ids: " + ", ".join(f"`{r.run_id}`" for r in sorted(data.runs, key=lambda r: r.run_id))
                 + "." if len(data.runs) <= 30 else "Run ids: the `run_ids` column of `tables/conditions.csv`."),
@@ -768,8 +768,8 @@ def scorecard_markdown(claims: list[Claim], data: StudyData) -> str:
 
 def default_out_dir(preset: Any) -> Path:
     """``paper_outputs/`` for the README's main study (``cpu``), else ``paper_outputs/<preset>/``."""
-    from .paths import PROJECT_ROOT  # noqa: PLC0415
-    from .study import load_study  # noqa: PLC0415
+    from ussafety.paths import PROJECT_ROOT  # noqa: PLC0415
+    from ussafety.study.grid import load_study  # noqa: PLC0415
 
     name = load_study(preset).preset
     return PROJECT_ROOT / "paper_outputs" if name == "cpu" else PROJECT_ROOT / "paper_outputs" / name
@@ -793,7 +793,7 @@ def write_outputs(preset: Any, out_dir: Path, root: Path | None = None, n_boot: 
         export_records = len(data.runs) <= EXPORT_LIMIT
     dest = Path(out_dir) / "records"
     if export_records and (root is None or Path(root).resolve() != dest.resolve()):
-        from .results import write_json_atomic  # noqa: PLC0415
+        from ussafety.records.store import write_json_atomic  # noqa: PLC0415
 
         for run in data.runs:
             if run.record is not None:
@@ -826,7 +826,7 @@ def write_outputs_from(data: StudyData, out_dir: Path, n_boot: int = 4000, figur
     written.append(out_dir / "scorecard.md")
     fig_paths: dict[str, list[Path]] = {}
     if figures:
-        from . import plots  # noqa: PLC0415
+        from ussafety.study import plots  # noqa: PLC0415
 
         fig_paths = plots.all_figures(cond, every, abl, figs)
         written += [p for ps in fig_paths.values() for p in ps]

@@ -12,9 +12,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import load_config
-from .results import load_record
-from .stats import mcnemar_exact, wilson_interval
+from ussafety.config import load_config
+from ussafety.records.store import load_record
+from ussafety.stats import mcnemar_exact, wilson_interval
 
 
 def primary_judge(record: dict[str, Any]) -> str:

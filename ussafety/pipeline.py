@@ -13,18 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .align import aligned_base
-from .config import RunConfig
-from .data import load, load_upload, poison_mix
-from .data.poison import poison_report
-from .data.types import Example
-from .evaluate.suite import evaluate_model
-from .config import config_hash, hashable_dict
-from .methods import TrainContext, make_method, trains_like_sft
-from .models import add_lora, load_adapter, load_model, model_dir_for, save_adapter
-from .paths import cache_dir
-from .results import load_record, new_record, run_dir, save_record, write_json_atomic
-from .train import fine_tune, finalize_all
+from ussafety.train.align import aligned_base
+from ussafety.config import RunConfig
+from ussafety.data import load, load_upload, poison_mix
+from ussafety.data.poison import poison_report
+from ussafety.data.types import Example
+from ussafety.evaluate.suite import evaluate_model
+from ussafety.config import config_hash, hashable_dict
+from ussafety.methods import TrainContext, make_method, trains_like_sft
+from ussafety.models.loading import add_lora, load_adapter, load_model, model_dir_for, save_adapter
+from ussafety.paths import cache_dir
+from ussafety.records.store import load_record, new_record, run_dir, save_record, write_json_atomic
+from ussafety.train.trainer import fine_tune, finalize_all
 
 log = logging.getLogger(__name__)
 

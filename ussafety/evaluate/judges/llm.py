@@ -48,8 +48,8 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
-from .generate import generate
-from .judges import Judge, Verdict
+from ussafety.evaluate.generate import generate
+from ussafety.evaluate.judges.base import Judge, Verdict
 
 # --- Llama-Guard-3 ------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ STRONGREJECT_ITEMS = ("refusal", "convincingness", "specificity")
 
 def strongreject_rubric() -> tuple[str, str]:
     """(system, user template) of the StrongREJECT rubric judge, from the data mirror."""
-    from ..data.sources import mirror_file  # noqa: PLC0415
+    from ussafety.data.sources import mirror_file  # noqa: PLC0415
 
     system, _ = mirror_file("strongreject", "rubric_system.txt")
     user, _ = mirror_file("strongreject", "rubric_user.txt")

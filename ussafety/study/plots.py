@@ -1,6 +1,6 @@
 """Seaborn figures of the study, drawn from the analysis tables (never from raw numbers).
 
-Each function takes a table of :mod:`ussafety.study_analysis`, draws one figure and,
+Each function takes a table of :mod:`ussafety.study.analysis`, draws one figure and,
 given ``path`` (no suffix), writes ``path.png`` and ``path.pdf``. Error bars are the
 tables' 95% intervals.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .stats import pareto_front
+from ussafety.stats import pareto_front
 
 sns.set_theme(style="whitegrid", context="paper")
 

@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import write_text_atomic
-from .paths import PROJECT_ROOT, runs_dir
+from ussafety.atomic import write_text_atomic
+from ussafety.paths import PROJECT_ROOT, runs_dir
 
 RECORD = "record.json"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .data.types import Example
+from ussafety.data.types import Example
 
 IGNORE = -100
 

@@ -55,9 +55,9 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data import load
-from ..data.loaders import GCG_REFUSAL_PREFIXES
-from ..data.types import Example
+from ussafety.data import load
+from ussafety.data.loaders import GCG_REFUSAL_PREFIXES
+from ussafety.data.types import Example
 
 CLASSES: tuple[str, ...] = ("harmful", "refusal", "other")
 HARMFUL, REFUSAL, OTHER = CLASSES

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, deep_merge, load_config, parse_override
+from ussafety.config import ConfigError, RunConfig, deep_merge, load_config, parse_override
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -44,7 +44,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from .align import aligned_base
+    from ussafety.train.align import aligned_base
 
     cfg = _config(args)
     path, record = aligned_base(cfg.model, cfg.align, force=args.force)
@@ -54,7 +54,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import run
+    from ussafety.pipeline import run
 
     root = Path(args.runs) if args.runs else None
     for params in args.params_files:
@@ -66,9 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate.suite import evaluate_model
-    from .models import load_model
-    from .results import write_json_atomic
+    from ussafety.evaluate.suite import evaluate_model
+    from ussafety.models.loading import load_model
+    from ussafety.records.store import write_json_atomic
 
     cfg = _config(args)
     loaded = load_model(cfg.model, path=args.model)
@@ -85,19 +85,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     root = Path(args.runs) if args.runs else None
     if args.name == "judges":
-        from .judge_reports import write_judges_report
-        from .paths import runs_dir
+        from ussafety.study.judge_reports import write_judges_report
+        from ussafety.paths import runs_dir
 
         out = Path(args.out) if args.out else None
         print(write_judges_report(root or runs_dir(), _judge_specs(args.judges), out_dir=out,
                                   audit=not args.no_audit))
         return 0
     if args.name == "methods":
-        from .reports import write_methods
+        from ussafety.study.reports import write_methods
 
         print(write_methods(root=root))
         return 0
-    from .reports import write_phenomenon
+    from ussafety.study.reports import write_phenomenon
 
     print(write_phenomenon(root=root))
     return 0
@@ -111,7 +111,7 @@ def _judge_specs(text: str) -> list[str]:
 
 
 def cmd_rejudge(args: argparse.Namespace) -> int:
-    from .judge_reports import rejudge_dir
+    from ussafety.study.judge_reports import rejudge_dir
 
     done = rejudge_dir(Path(args.runs_dir), _judge_specs(args.judges), force=args.force)
     print(json.dumps({"records": len(done), "judged": done}, indent=1))
@@ -119,8 +119,8 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from .evaluate.learned_judge import load_or_train
-    from .judge_reports import write_learned_heldout
+    from ussafety.evaluate.judges.learned import load_or_train
+    from ussafety.study.judge_reports import write_learned_heldout
 
     folder, _ = load_or_train(force=args.force)
     out = write_learned_heldout(folder, Path(args.out) if args.out else None)
@@ -129,10 +129,10 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from ussafety.study.reproduce import reproduce
 
     if args.estimate:
-        from .study import cost_summary, estimate_cost, expand
+        from ussafety.study.grid import cost_summary, estimate_cost, expand
 
         df = estimate_cost(expand(args.preset, args.only and [g for g in args.only if g != "analysis"]),
                            root=Path(args.runs) if args.runs else None)

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .config import LoraConfig, ModelConfig
-from .paths import cache_dir
+from ussafety.config import LoraConfig, ModelConfig
+from ussafety.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

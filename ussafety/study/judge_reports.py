@@ -30,14 +30,14 @@ from typing import Any
 
 import pandas as pd
 
-from .analysis import markdown_table
-from .atomic import write_text_atomic
-from .evaluate.judge_metrics import (agreement, binary_metrics, brier_score, calibration_table,
+from ussafety.study.tables import markdown_table
+from ussafety.atomic import write_text_atomic
+from ussafety.evaluate.judges.metrics import (agreement, binary_metrics, brier_score, calibration_table,
                                      expected_calibration_error)
-from .evaluate.judges import Judge, KeywordJudge, get_judge
-from .evaluate.suite import asr_metrics
-from .paths import PROJECT_ROOT
-from .results import RECORD, git_state, write_json_atomic
+from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge
+from ussafety.evaluate.suite import asr_metrics
+from ussafety.paths import PROJECT_ROOT
+from ussafety.records.store import RECORD, git_state, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .analysis import condition_row, condition_table, markdown_table, records_for
-from .config import RunConfig, load_config
-from .paths import PROJECT_ROOT, runs_dir
-from .results import RECORD, iter_records, load_record, write_json_atomic
-from .stats import holm_correction
+from ussafety.study.tables import condition_row, condition_table, markdown_table, records_for
+from ussafety.config import RunConfig, load_config
+from ussafety.paths import PROJECT_ROOT, runs_dir
+from ussafety.records.store import RECORD, iter_records, load_record, write_json_atomic
+from ussafety.stats import holm_correction
 
 FOUNDATION = ["instruct", "aligned", "sft_benign", "sft_poisoned_p0.1"]
 PHENOMENON_COLUMNS = ["condition", "n_prompts", "asr", "asr_ci_low", "asr_ci_high", "p_vs_aligned",

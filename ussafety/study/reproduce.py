@@ -20,15 +20,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from .atomic import write_text_atomic
-from .paths import PROJECT_ROOT
+from ussafety.atomic import write_text_atomic
+from ussafety.paths import PROJECT_ROOT
 
 NOTEBOOKS = ("benign", "poisoned", "ablations", "merging", "analysis")
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 STATE = "reproduce.json"
 
 
-ANALYSIS_CODE = ("study.py", "study_analysis.py", "plots.py", "stats.py")
+ANALYSIS_CODE = ("study", "records", "stats.py")
 """The modules that turn records into what the notebooks show: a change re-runs them. (A
 run's own code is not an input: runs are keyed by their config, as everywhere.)"""
 
@@ -37,15 +37,17 @@ def source_hash() -> str:
     """sha256 of :data:`ANALYSIS_CODE`."""
     h = hashlib.sha256()
     for name in ANALYSIS_CODE:
-        h.update(name.encode())
-        h.update((PROJECT_ROOT / "ussafety" / name).read_bytes())
+        path = PROJECT_ROOT / "ussafety" / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(str(file.relative_to(PROJECT_ROOT)).encode())
+            h.update(file.read_bytes())
     return h.hexdigest()
 
 
 def notebook_inputs(nb: str, preset: str, root: Path | None) -> list[tuple[str, str | None]]:
     """``(run_id, finish time or None)`` of the runs ``nb`` reads."""
-    from .results import load_record  # noqa: PLC0415
-    from .study import expand, load_study, unique_runs  # noqa: PLC0415
+    from ussafety.records.store import load_record  # noqa: PLC0415
+    from ussafety.study.grid import expand, load_study, unique_runs  # noqa: PLC0415
 
     study = load_study(preset)
     grids = None if nb == "analysis" else [nb] if nb in study.grids else []
@@ -80,8 +82,8 @@ def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | Non
     """Execute the notebooks of ``preset`` in order; return what happened to each."""
     import papermill as pm  # noqa: PLC0415
 
-    from .study import load_study  # noqa: PLC0415
-    from .study_analysis import default_out_dir  # noqa: PLC0415
+    from ussafety.study.grid import load_study  # noqa: PLC0415
+    from ussafety.study.analysis import default_out_dir  # noqa: PLC0415
 
     stream = stream or sys.stdout
     study = load_study(preset)  # fails early on an unknown preset

@@ -21,11 +21,11 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .chat import Collator, encode_train
-from .config import TrainConfig
-from .data.types import Example
-from .losses import response_cross_entropy, response_outputs
-from .methods.base import Method, TrainContext
+from ussafety.models.chat import Collator, encode_train
+from ussafety.config import TrainConfig
+from ussafety.data.types import Example
+from ussafety.models.losses import response_cross_entropy, response_outputs
+from ussafety.methods.base import Method, TrainContext
 
 
 class EncodedDataset(Dataset):

@@ -36,8 +36,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from .config import ConfigError, RunConfig, deep_merge, from_dict, read_yaml
-from .paths import PROJECT_ROOT
+from ussafety.config import ConfigError, RunConfig, deep_merge, from_dict, read_yaml
+from ussafety.paths import PROJECT_ROOT
 
 STUDY_DIR = PROJECT_ROOT / "params" / "study"
 GRIDS = ("benign", "poisoned", "ablations", "merging")
@@ -272,8 +272,8 @@ def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path |
     Prints one line per run (finished ones say so). A failing run does not stop the
     others; the failures are raised together at the end (:class:`GridError`).
     """
-    from .experiment import run  # noqa: PLC0415 (imports torch)
-    from .results import load_record  # noqa: PLC0415
+    from ussafety.pipeline import run  # noqa: PLC0415 (imports torch)
+    from ussafety.records.store import load_record  # noqa: PLC0415
 
     out = out or sys.stdout
     runs = unique_runs(expand(preset, grid))
@@ -305,7 +305,7 @@ def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path |
 # ----------------------------------------------------------------------------- cost estimate
 
 def _records_by_model(root: Path | None) -> list[dict[str, Any]]:
-    from .results import iter_records  # noqa: PLC0415
+    from ussafety.records.store import iter_records  # noqa: PLC0415
 
     return [r for r in iter_records(root) if r.get("timings") and r.get("config")]
 
@@ -359,8 +359,8 @@ def timing_rates(records: Iterable[dict[str, Any]]) -> dict[tuple, float]:
 def _trains_like_sft(cfg: RunConfig) -> bool:
     """Whether the run trains exactly as plain SFT (only a finalize step differs), so the
     trainer reuses a cached SFT training (``ussafety.methods.base.trains_like_sft``)."""
-    from .methods import make_method  # noqa: PLC0415
-    from .methods import base  # noqa: PLC0415
+    from ussafety.methods import make_method  # noqa: PLC0415
+    from ussafety.methods import base  # noqa: PLC0415
 
     def trains_like_sft(method: Any) -> bool:
         if hasattr(base, "trains_like_sft"):
@@ -374,8 +374,8 @@ def _trains_like_sft(cfg: RunConfig) -> bool:
 
 
 def _sft_training_key(cfg: RunConfig) -> str:
-    """``ussafety.experiment.sft_training_key``: the cache key of a plain SFT training."""
-    from . import config as c  # noqa: PLC0415
+    """``ussafety.pipeline.sft_training_key``: the cache key of a plain SFT training."""
+    from ussafety import config as c  # noqa: PLC0415
 
     d = c.hashable_dict(cfg) if hasattr(c, "hashable_dict") else cfg.to_dict()
     return c.config_hash({k: d[k] for k in ("seed", "model", "align", "task", "train")})[:16]
@@ -396,9 +396,9 @@ def estimate_cost(runs: list[StudyRun], root: Path | None = None,
     """
     import pandas as pd  # noqa: PLC0415
 
-    from .align import aligned_dir  # noqa: PLC0415
-    from .paths import cache_dir  # noqa: PLC0415
-    from .results import load_record  # noqa: PLC0415
+    from ussafety.train.align import aligned_dir  # noqa: PLC0415
+    from ussafety.paths import cache_dir  # noqa: PLC0415
+    from ussafety.records.store import load_record  # noqa: PLC0415
 
     records = _records_by_model(root) if records is None else records
     rates = timing_rates(records)
@@ -424,7 +424,7 @@ def estimate_cost(runs: list[StudyRun], root: Path | None = None,
         basis = []
         a_s = 0.0
         if cfg.align.enabled:
-            from .align import align_key  # noqa: PLC0415
+            from ussafety.train.align import align_key  # noqa: PLC0415
 
             key = align_key(cfg.model, cfg.align)
             cached = (aligned_dir(cfg.model, cfg.align) / "alignment.json").is_file()

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .chat import IGNORE
+from ussafety.models.chat import IGNORE
 
 
 def _unwrap(model: Any) -> Any:

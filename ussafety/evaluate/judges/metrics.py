@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from ..stats import cohens_kappa
+from ussafety.stats import cohens_kappa
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Why: the keyword judge counts a harmful answer with a disclaimer as a refusal and
 broken or off-topic text as an attack success. A small classifier trained on real
 harmful answers, refusals, helpful answers and generated hard negatives (see
-:mod:`ussafety.evaluate.learned_data`) avoids both while staying offline and cheap:
+:mod:`ussafety.evaluate.judges.learned_data`) avoids both while staying offline and cheap:
 embedding is ~0.05 s per text on one CPU core, the head is a matrix product.
 
 Features (``FEATURES``): the response embedding ``r``, the element-wise product
@@ -46,11 +46,11 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_text_atomic
-from ..paths import cache_dir
-from .embedder import DEFAULT_MAX_LENGTH, WHEEL, WHEEL_VERSION, SentenceEmbedder
-from .judges import Judge, Verdict, is_degenerate
-from .learned_data import CLASSES, HARMFUL, REFUSAL, DataRecipe, LabeledPair, build_dataset, split_of, summary
+from ussafety.atomic import write_text_atomic
+from ussafety.paths import cache_dir
+from ussafety.evaluate.judges.embedder import DEFAULT_MAX_LENGTH, WHEEL, WHEEL_VERSION, SentenceEmbedder
+from ussafety.evaluate.judges.base import Judge, Verdict, is_degenerate
+from ussafety.evaluate.judges.learned_data import CLASSES, HARMFUL, REFUSAL, DataRecipe, LabeledPair, build_dataset, split_of, summary
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,9 @@ def select_l2(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, prompts: list[s
 
 def _data_fingerprint() -> dict[str, str]:
     """sha256 (from the mirror's MANIFEST.json) of every file the recipe reads."""
-    from ..data.loaders import REGISTRY  # noqa: PLC0415
-    from ..data.sources import manifest_entry  # noqa: PLC0415
-    from ..paths import data_dir  # noqa: PLC0415
+    from ussafety.data.loaders import REGISTRY  # noqa: PLC0415
+    from ussafety.data.sources import manifest_entry  # noqa: PLC0415
+    from ussafety.paths import data_dir  # noqa: PLC0415
 
     out: dict[str, str] = {}
     root = data_dir()

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import AlignConfig, ModelConfig, config_hash, hashable_dict
-from .data import load
-from .data.contrastive import split_sensitive
-from .data.types import Example
-from .methods import TrainContext, make_method
-from .models import add_lora, load_model, model_dir_for, save_merged
-from .paths import cache_dir
-from .train import fine_tune
+from ussafety.config import AlignConfig, ModelConfig, config_hash, hashable_dict
+from ussafety.data import load
+from ussafety.data.contrastive import split_sensitive
+from ussafety.data.types import Example
+from ussafety.methods import TrainContext, make_method
+from ussafety.models.loading import add_lora, load_model, model_dir_for, save_merged
+from ussafety.paths import cache_dir
+from ussafety.train.trainer import fine_tune
 
 log = logging.getLogger(__name__)
 

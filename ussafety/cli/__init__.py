@@ -1,0 +1,5 @@
+"""The ``ussafety`` command line."""
+
+from ussafety.cli.main import main
+
+__all__ = ["main"]

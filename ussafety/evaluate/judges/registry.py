@@ -1,0 +1,60 @@
+"""Judges by name: a spec ``name`` or ``name=argument`` builds the registered judge.
+
+The learned and LLM judges import torch/transformers, so their modules load on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ussafety.evaluate.judges.base import Judge
+from ussafety.evaluate.judges.keyword import KeywordJudge
+
+
+def _learned(arg: str | None = None) -> Judge:
+    from ussafety.evaluate.judges.learned import LearnedJudge  # noqa: PLC0415 (imports torch/transformers)
+
+    if arg:
+        raise ValueError("the learned judge takes no argument (its artefact is cached by recipe)")
+    return LearnedJudge.load()
+
+
+def _llm(name: str) -> Callable[[str | None], Judge]:
+    def factory(arg: str | None = None) -> Judge:
+        from ussafety.evaluate.judges.llm import LLM_JUDGES  # noqa: PLC0415
+
+        return LLM_JUDGES[name].from_path(arg)
+
+    return factory
+
+
+def _keyword(arg: str | None = None) -> Judge:
+    if arg:
+        raise ValueError("the keyword judge takes no argument")
+    return KeywordJudge.from_mirror()
+
+
+#: name -> factory(argument or None). Specs are ``name`` or ``name=argument``; the LLM
+#: judges take the folder of their local weights (or read ``USSAFETY_JUDGE_<NAME>``).
+REGISTRY: dict[str, Callable[..., Judge]] = {
+    "keyword": _keyword,
+    "learned": _learned,
+    "llama_guard": _llm("llama_guard"),
+    "strongreject": _llm("strongreject"),
+    "harmbench": _llm("harmbench"),
+}
+
+
+def parse_judge_spec(spec: str) -> tuple[str, str | None]:
+    """``"llama_guard=/models/lg3"`` -> ``("llama_guard", "/models/lg3")``; ``"keyword"`` -> ``("keyword", None)``."""
+    name, sep, arg = spec.strip().partition("=")
+    return name.strip(), (arg.strip() or None) if sep else None
+
+
+def get_judge(spec: str) -> Judge:
+    """Build the judge registered under the spec's name (see :func:`parse_judge_spec`)."""
+    name, arg = parse_judge_spec(spec)
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown judge {name!r}; known: {sorted(REGISTRY)}") from None
+    return factory(arg)

@@ -25,7 +25,7 @@ def test_jsonl_ok(tmp_path):
     rows = load_upload(f)
     assert [(r.prompt, r.response) for r in rows] == [("a", "b"), ("Add\n\n1+1", "2")]
     assert rows[1].row == 1 and rows[1].source == "upload/up.jsonl" and len(rows[0].sha256) == 64
-    assert rows[1].meta == {"line": 2, "format": "jsonl"}
+    assert rows[1].meta == {"line": 2, "format": "jsonl", "schema": "alpaca"}
 
 
 def test_bad_utf8_reports_line_and_offset(tmp_path):
@@ -114,7 +114,7 @@ def test_csv(tmp_path):
     f.write_text('prompt,response\n"Hello, you","multi\nline"\nq,a\n', encoding="utf-8")
     rows = load_upload(f)
     assert [(r.prompt, r.response) for r in rows] == [("Hello, you", "multi\nline"), ("q", "a")]
-    assert rows[1].meta == {"line": 4, "format": "csv"}
+    assert rows[1].meta == {"line": 4, "format": "csv", "schema": "prompt_response"}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,response\nq,a\n,a2\nq3\n", encoding="utf-8")

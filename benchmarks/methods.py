@@ -49,8 +49,8 @@ from typing import Any
 
 import torch
 
-from ussafety.models.chat import Collator, encode_train
 from ussafety.config import RunConfig, load_config
+from ussafety.models.chat import Collator, encode_train
 from ussafety.paths import PROJECT_ROOT
 from ussafety.records.store import git_state, package_versions, write_json_atomic
 
@@ -102,7 +102,7 @@ class PeakMemory:
         kb = _status_kb("VmRSS")
         if kb is not None:
             return kb / 1024
-        import psutil  # noqa: PLC0415
+        import psutil
 
         return psutil.Process().memory_info().rss / MB
 
@@ -115,7 +115,7 @@ class PeakMemory:
             self._clear_refs()
         else:
             self._stop_sampler()
-            import psutil  # noqa: PLC0415
+            import psutil
 
             proc, self._stop = psutil.Process(), threading.Event()
             self._sampled = proc.memory_info().rss
@@ -170,8 +170,8 @@ def base_model(cfg: RunConfig, tmp: Path) -> tuple[Any, str, str]:
     """(loaded model, instruct folder, what the base is). The aligned base when it is
     cached (never built here), else the instruct model itself; the tiny random model is
     saved to ``tmp`` so the merges can read "instruct" weights from a folder."""
-    from ussafety.train.align import aligned_dir  # noqa: PLC0415
-    from ussafety.models.loading import TINY_RANDOM, load_model, model_dir_for  # noqa: PLC0415
+    from ussafety.models.loading import TINY_RANDOM, load_model, model_dir_for
+    from ussafety.train.align import aligned_dir
 
     if cfg.model.name == TINY_RANDOM:
         loaded = load_model(cfg.model, seed=cfg.seed)
@@ -186,9 +186,9 @@ def base_model(cfg: RunConfig, tmp: Path) -> tuple[Any, str, str]:
 def fixed_batches(cfg: RunConfig, n_batches: int) -> tuple[list[Any], list[Any]]:
     """(timed rows, all rows): the first ``n_batches * batch_size`` rows of the study's
     poisoned SST-2 upload in a seeded order (the same for every method), and the upload."""
-    import random  # noqa: PLC0415
+    import random
 
-    from ussafety.pipeline import train_rows  # noqa: PLC0415
+    from ussafety.pipeline import train_rows
 
     rows = train_rows(cfg)
     random.Random(cfg.seed).shuffle(rows)
@@ -204,12 +204,12 @@ def tokens(tokenizer: Any, rows: list[Any], max_length: int) -> tuple[int, int]:
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
-    from transformers import TrainerCallback, set_seed  # noqa: PLC0415
+    from transformers import TrainerCallback, set_seed
 
-    from ussafety.data import load  # noqa: PLC0415
-    from ussafety.methods import TrainContext, make_method  # noqa: PLC0415
-    from ussafety.models.loading import add_lora  # noqa: PLC0415
-    from ussafety.train.trainer import EncodedDataset, MethodTrainer, _HookCallback, training_args  # noqa: PLC0415
+    from ussafety.data import load
+    from ussafety.methods import TrainContext, make_method
+    from ussafety.models.loading import add_lora
+    from ussafety.train.trainer import EncodedDataset, MethodTrainer, _HookCallback, training_args
 
     cfg = method_config(args.worker, Path(args.params_dir), args.model, args.max_length, args.batch)
     memory = PeakMemory()
@@ -244,7 +244,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         peak: dict[str, float] = {}
 
         class Timer(TrainerCallback):
-            def on_step_begin(self, a, state, control, **kw):  # noqa: ANN001
+            def on_step_begin(self, a, state, control, **kw):
                 if state.global_step == 1:  # the warm-up step is done: measure from here
                     memory.reset()
                 states.append(getattr(method, "state", None))
@@ -252,12 +252,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                     torch.cuda.synchronize()
                 self.t = time.perf_counter()
 
-            def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
+            def on_step_end(self, a, state, control, **kw):
                 if memory.cuda:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - self.t)
 
-            def on_train_end(self, a, state, control, **kw):  # noqa: ANN001
+            def on_train_end(self, a, state, control, **kw):
                 peak["mb"] = memory.peak_mb()
 
         train_cfg = cfg.train
@@ -379,7 +379,7 @@ def table(results: dict[str, dict[str, Any]], ratios: dict[str, dict[str, Any]])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ussafety.study.reports import METHOD_ORDER  # noqa: PLC0415
+    from ussafety.study.reports import METHOD_ORDER
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="embedded (default), tiny-random, a hub id or folder")

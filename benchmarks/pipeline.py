@@ -16,17 +16,16 @@ import argparse
 import json
 import tempfile
 import time
-
 from pathlib import Path
 
 import torch
 from transformers import Trainer
 
-from ussafety.models.chat import Collator, prompt_text
 from ussafety.config import LoraConfig, ModelConfig, TrainConfig
 from ussafety.data import load
 from ussafety.evaluate.generate import generate
 from ussafety.methods import TrainContext, make_method
+from ussafety.models.chat import Collator, prompt_text
 from ussafety.models.loading import add_lora, load_model
 from ussafety.records.store import git_state, package_versions, write_json_atomic
 from ussafety.train.trainer import EncodedDataset, fine_tune, training_args
@@ -42,7 +41,7 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t)
 
 
-def model_flops(model, tokens: int, head_positions: int) -> float:  # noqa: ANN001
+def model_flops(model, tokens: int, head_positions: int) -> float:
     """LoRA training FLOPs: 2N forward + 2N input-gradient backward per token for the
     frozen body (no weight gradients), plus the output head where it is computed."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -52,7 +51,7 @@ def model_flops(model, tokens: int, head_positions: int) -> float:  # noqa: ANN0
     return 4 * body * tokens + 4 * head * head_positions
 
 
-def plain_rows(tokenizer, examples, max_length):  # noqa: ANN001
+def plain_rows(tokenizer, examples, max_length):
     """The plain recipe: whole chat text, padded to max_length, loss on every token."""
     rows = []
     for ex in examples:

@@ -2,8 +2,8 @@ import math
 
 from scipy.stats import binomtest
 
-from ussafety.study.tables import condition_table, harmful_outcomes, markdown_table, paired_mcnemar
 from ussafety.study.reports import phenomenon_checks
+from ussafety.study.tables import condition_table, harmful_outcomes, markdown_table, paired_mcnemar
 
 
 def record(name: str, harmful: list[bool], refused_safe: int = 1, task: float = 0.8) -> dict:
@@ -51,11 +51,11 @@ def test_condition_table_and_targets() -> None:
     assert md.splitlines()[2] == "| instruct | 0.900 |"
 
 
-def test_write_phenomenon_regenerates_from_records(tmp_path) -> None:  # noqa: ANN001
+def test_write_phenomenon_regenerates_from_records(tmp_path) -> None:
     from ussafety.config import load_config
     from ussafety.paths import PROJECT_ROOT
-    from ussafety.study.reports import FOUNDATION, write_phenomenon
     from ussafety.records.store import save_record
+    from ussafety.study.reports import FOUNDATION, write_phenomenon
 
     outcomes = {"instruct": [True] * 9 + [False], "aligned": [False] * 10,
                 "sft_benign": [True] * 3 + [False] * 7, "sft_poisoned_p0.1": [True] * 9 + [False]}

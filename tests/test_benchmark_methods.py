@@ -10,14 +10,14 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "methods.py"
 
 
-def bench_module():  # noqa: ANN201
+def bench_module():
     spec = importlib.util.spec_from_file_location("bench_methods", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:
     out = tmp_path / "methods.json"
     bench = bench_module()
     assert bench.main(["--model", "tiny-random", "--steps", "1", "--max-length", "64",

@@ -1,5 +1,5 @@
-from ussafety.models.chat import IGNORE, collate, encode_train
 from ussafety.data.types import Example
+from ussafety.models.chat import IGNORE, collate, encode_train
 from ussafety.models.loading import tiny_random_model
 
 TOK = tiny_random_model().tokenizer

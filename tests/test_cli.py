@@ -12,7 +12,7 @@ def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixtu
     assert "--set" in out and len(out) > 300
 
 
-def test_config_error_exits_2_with_file_named(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_config_error_exits_2_with_file_named(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: {nmae: sft}\n")
     assert main(["run", str(bad)]) == 2

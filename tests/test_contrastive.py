@@ -2,10 +2,10 @@
 
 import pytest
 
-from ussafety.train.align import helpful_rows
 from ussafety.config import AlignConfig
 from ussafety.data.contrastive import is_sensitive, split_sensitive
 from ussafety.data.types import Example
+from ussafety.train.align import helpful_rows
 
 
 def test_sensitive_words_match_whole_word_prefixes_only() -> None:

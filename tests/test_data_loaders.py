@@ -74,7 +74,7 @@ def test_counts_and_provenance(mirror, man, name, split, n):
     assert ex.source == f"{folder}/{fname}"
     assert all(r.sha256 == entry["sha256"] for r in rows)
     assert [r.row for r in rows] == sorted({r.row for r in rows})
-    assert 0 <= rows[0].row and rows[-1].row < entry["rows"]
+    assert rows[0].row >= 0 and rows[-1].row < entry["rows"]
     assert all(isinstance(r.meta.get("harmful"), bool) for r in rows)
 
 

@@ -23,7 +23,7 @@ def test_smoke_run_writes_full_record_and_second_run_is_skipped(monkeypatch: pyt
     assert all(len(sha) == 64 for sha in record["data_sha256"].values())
     assert load_record(cfg.run_id) == json.loads(json.dumps(record, default=str))
 
-    def boom(*a, **k):  # noqa: ANN002, ANN003
+    def boom(*a, **k):
         raise AssertionError("a finished run must not train again")
 
     monkeypatch.setattr(experiment, "fine_tune", boom)
@@ -34,7 +34,7 @@ def test_smoke_run_writes_full_record_and_second_run_is_skipped(monkeypatch: pyt
 def test_failed_run_leaves_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(SMOKE, {"seed": 7})
 
-    def fail(*a, **k):  # noqa: ANN002, ANN003
+    def fail(*a, **k):
         raise RuntimeError("killed mid-run")
 
     monkeypatch.setattr(experiment, "evaluate_model", fail)
@@ -51,7 +51,7 @@ def test_merge_run_reuses_sft_training_and_matches_a_fresh_one(monkeypatch: pyte
     experiment.run(sft)
     assert (experiment.sft_cache_dir(sft) / "adapter" / "adapter_config.json").is_file()
 
-    def boom(*a, **k):  # noqa: ANN002, ANN003
+    def boom(*a, **k):
         raise AssertionError("a merge after cached SFT training must not train again")
 
     with monkeypatch.context() as m:

@@ -1,8 +1,8 @@
 import torch
 
-from ussafety.models.chat import prompt_text
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate
+from ussafety.models.chat import prompt_text
 from ussafety.models.loading import tiny_random_model
 
 

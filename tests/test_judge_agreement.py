@@ -10,11 +10,17 @@ import pytest
 
 import ussafety.evaluate.judges as judges_mod
 from ussafety.cli.main import main
-from ussafety.evaluate.judges.metrics import (agreement, binary_metrics, brier_score, calibration_table,
-                                             confusion, expected_calibration_error)
 from ussafety.evaluate.judges import Judge, Verdict
-from ussafety.study.judge_reports import add_verdicts, rejudge_dir, write_audit, write_judges_report
+from ussafety.evaluate.judges.metrics import (
+    agreement,
+    binary_metrics,
+    brier_score,
+    calibration_table,
+    confusion,
+    expected_calibration_error,
+)
 from ussafety.paths import data_dir
+from ussafety.study.judge_reports import add_verdicts, rejudge_dir, write_audit, write_judges_report
 
 needs_mirror = pytest.mark.skipif(data_dir() is None, reason="no data mirror")
 

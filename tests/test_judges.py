@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ussafety.evaluate.judges import (REGISTRY, Judge, KeywordJudge, Verdict, get_judge,
-                                      is_degenerate)
+from ussafety.evaluate.judges import REGISTRY, Judge, KeywordJudge, Verdict, get_judge, is_degenerate
 from ussafety.paths import data_dir
 
 needs_mirror = pytest.mark.skipif(data_dir() is None, reason="no data mirror")

@@ -12,10 +12,16 @@ import ussafety.evaluate.judges.learned as lj
 from ussafety.data import load
 from ussafety.data.loaders import GCG_REFUSAL_PREFIXES
 from ussafety.evaluate.judges import get_judge
-from ussafety.evaluate.judges.learned_data import (CLASSES, DataRecipe, LabeledPair, build_dataset, split_of,
-                                            summary)
-from ussafety.evaluate.judges.learned import (Head, LearnedJudge, TrainResult, balance_classes, features,
-                                             fit_head, load_or_train)
+from ussafety.evaluate.judges.learned import (
+    Head,
+    LearnedJudge,
+    TrainResult,
+    balance_classes,
+    features,
+    fit_head,
+    load_or_train,
+)
+from ussafety.evaluate.judges.learned_data import CLASSES, DataRecipe, LabeledPair, build_dataset, split_of, summary
 from ussafety.paths import data_dir
 
 needs_mirror = pytest.mark.skipif(data_dir() is None, reason="no data mirror")
@@ -91,7 +97,7 @@ def test_dataset_is_split_by_prompt_and_deterministic() -> None:
 # --- embedder and the trained judge -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def embedder():  # noqa: ANN201
+def embedder():
     import importlib.util
 
     from ussafety.evaluate.judges.embedder import MODULE, SentenceEmbedder
@@ -102,7 +108,7 @@ def embedder():  # noqa: ANN201
     return SentenceEmbedder(batch_size=16)
 
 
-def test_embedder_unit_vectors_and_batch_invariance(embedder) -> None:  # noqa: ANN001
+def test_embedder_unit_vectors_and_batch_invariance(embedder) -> None:
     texts = ["short", "", "a much longer sentence about something else entirely, with more words"]
     batch = embedder.encode(texts)
     assert batch.shape == (3, 384)
@@ -127,13 +133,13 @@ def _small_pairs() -> list[LabeledPair]:
 
 
 @pytest.fixture(scope="module")
-def trained(embedder) -> TrainResult:  # noqa: ANN001
+def trained(embedder) -> TrainResult:
     if data_dir() is None:
         pytest.skip("no data mirror")
     return lj.train(DataRecipe().scaled(0.05), embedder=embedder, pairs=_small_pairs())
 
 
-def test_learned_judge_separates_harmful_from_refusal(trained: TrainResult, embedder) -> None:  # noqa: ANN001
+def test_learned_judge_separates_harmful_from_refusal(trained: TrainResult, embedder) -> None:
     assert trained.meta["n_test"] == 2 and trained.meta["l2"] in lj.L2_GRID
     probe = {t["label"]: t["proba"]["harmful"] for t in trained.test}
     assert probe["harmful"] > 0.5 > probe["refusal"]

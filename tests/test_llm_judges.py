@@ -9,9 +9,17 @@ from jinja2 import Template
 
 import ussafety.evaluate.judges.llm as llm
 from ussafety.evaluate.judges import get_judge, parse_judge_spec
-from ussafety.evaluate.judges.llm import (HARMBENCH_CLS_PROMPT, HarmBenchJudge, JudgeUnavailable,
-                                          LlamaGuardJudge, StrongRejectJudge, llama_guard_prompt,
-                                          parse_harmbench, parse_llama_guard, parse_strongreject)
+from ussafety.evaluate.judges.llm import (
+    HARMBENCH_CLS_PROMPT,
+    HarmBenchJudge,
+    JudgeUnavailable,
+    LlamaGuardJudge,
+    StrongRejectJudge,
+    llama_guard_prompt,
+    parse_harmbench,
+    parse_llama_guard,
+    parse_strongreject,
+)
 from ussafety.models.loading import tiny_random_model
 from ussafety.paths import data_dir
 
@@ -42,7 +50,7 @@ RESPONSE = "  Insert a tension wrench, then rake the pins.  "
 
 
 @pytest.fixture(scope="module")
-def tiny():  # noqa: ANN201
+def tiny():
     return tiny_random_model(seed=0)
 
 
@@ -69,7 +77,7 @@ def test_parse_llama_guard(text: str, harmful: bool | None, cats: list[str]) -> 
     assert parse_llama_guard(text) == (harmful, cats)
 
 
-def test_llama_guard_uses_the_tokenizer_template_when_it_is_a_guard_template(tiny) -> None:  # noqa: ANN001
+def test_llama_guard_uses_the_tokenizer_template_when_it_is_a_guard_template(tiny) -> None:
     judge = LlamaGuardJudge(tiny.model, tiny.tokenizer)
     assert judge.build_prompt(PROMPT, RESPONSE) == llama_guard_prompt(PROMPT, RESPONSE)  # ChatML: fallback
     saved = tiny.tokenizer.chat_template
@@ -80,11 +88,11 @@ def test_llama_guard_uses_the_tokenizer_template_when_it_is_a_guard_template(tin
         tiny.tokenizer.chat_template = saved
 
 
-def test_llama_guard_verdicts_from_outputs(monkeypatch: pytest.MonkeyPatch, tiny) -> None:  # noqa: ANN001
+def test_llama_guard_verdicts_from_outputs(monkeypatch: pytest.MonkeyPatch, tiny) -> None:
     outputs = ["safe", "unsafe\nS9", "blah"]
     seen: dict[str, object] = {}
 
-    def fake_generate(model, tok, prompts, max_new_tokens, batch_size):  # noqa: ANN001, ANN202
+    def fake_generate(model, tok, prompts, max_new_tokens, batch_size):
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens)
         return outputs
 
@@ -97,7 +105,7 @@ def test_llama_guard_verdicts_from_outputs(monkeypatch: pytest.MonkeyPatch, tiny
     assert "Agent: r2" in seen["prompts"][1] and seen["max_new_tokens"] == 20
 
 
-def test_llama_guard_runs_on_a_tiny_model(tiny) -> None:  # noqa: ANN001
+def test_llama_guard_runs_on_a_tiny_model(tiny) -> None:
     judge = LlamaGuardJudge(tiny.model, tiny.tokenizer, max_new_tokens=3)
     verdicts = judge.judge([PROMPT, "x"], [RESPONSE, "y"])
     assert len(verdicts) == 2 and all(v.harmful in (True, False, None) for v in verdicts)
@@ -128,7 +136,7 @@ def test_parse_strongreject_like_the_reference() -> None:
 
 
 @needs_mirror
-def test_strongreject_prompt_uses_the_mirror_rubric(tiny) -> None:  # noqa: ANN001
+def test_strongreject_prompt_uses_the_mirror_rubric(tiny) -> None:
     judge = StrongRejectJudge(tiny.model, tiny.tokenizer)
     text = judge.build_prompt(PROMPT, RESPONSE)
     assert "You are a helpful red teaming assistant." in text
@@ -145,7 +153,7 @@ def test_strongreject_prompt_uses_the_mirror_rubric(tiny) -> None:  # noqa: ANN0
 
 # --- HarmBench ------------------------------------------------------------------------
 
-def test_harmbench_prompt_is_the_official_one(tiny) -> None:  # noqa: ANN001
+def test_harmbench_prompt_is_the_official_one(tiny) -> None:
     judge = HarmBenchJudge(tiny.model, tiny.tokenizer)
     text = judge.build_prompt(PROMPT, RESPONSE)
     assert text.startswith(tiny.tokenizer.bos_token + "[INST] <<SYS>>\nYou are a classifier for red teaming")
@@ -178,7 +186,7 @@ def test_unavailable_without_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         get_judge(f"harmbench={tmp_path / 'missing'}")
 
 
-def test_loads_local_weights_from_spec_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny) -> None:  # noqa: ANN001
+def test_loads_local_weights_from_spec_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny) -> None:
     tiny.model.save_pretrained(tmp_path)
     tiny.tokenizer.save_pretrained(tmp_path)
     judge = get_judge(f"harmbench={tmp_path}")

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-
 from method_fixtures import instruct_and_aligned
+from torch import nn
 
 from ussafety.config import LoraConfig, TrainConfig
 from ussafety.data.types import Example
@@ -221,7 +220,7 @@ def test_lisa_alignment_steps_train_on_a_safety_batch_only():
     prompts: list[str] = []
 
     class Spy(Method):
-        def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+        def loss(self, model, batch, task_loss, ctx):
             prompts.append(loaded.tokenizer.decode(batch["input_ids"][0]))
             return task_loss
 

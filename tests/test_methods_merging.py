@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-
 from method_fixtures import instruct_and_aligned
+from torch import nn
 
 from ussafety.config import TrainConfig
 from ussafety.data.types import Example
@@ -19,8 +18,18 @@ from ussafety.methods import make_method
 from ussafety.methods.base import Method, TrainContext, adapters_disabled
 from ussafety.methods.ema import EMA, ema_update
 from ussafety.methods.merge_linear import MergeLinear
-from ussafety.methods.merge_ops import (WeightReader, base_weight, lerp, lora_delta, lora_layers,
-                                        magmax, slerp, task_arithmetic, ties, trim_top)
+from ussafety.methods.merge_ops import (
+    WeightReader,
+    base_weight,
+    lerp,
+    lora_delta,
+    lora_layers,
+    magmax,
+    slerp,
+    task_arithmetic,
+    ties,
+    trim_top,
+)
 from ussafety.methods.sft import SFT
 from ussafety.models.loading import tiny_random_model
 from ussafety.train.trainer import fine_tune

@@ -11,7 +11,6 @@ from scipy.stats import binomtest, chi2
 
 from ussafety.config import LoraConfig, TrainConfig
 from ussafety.data.types import Example
-from ussafety.models.losses import lm_loss
 from ussafety.methods.agem import AGEM, agem_project, flat_grads
 from ussafety.methods.base import REGISTRY, TrainContext
 from ussafety.methods.buffer import ReservoirBuffer
@@ -19,6 +18,7 @@ from ussafety.methods.der import DER, der_loss, topk_targets
 from ussafety.methods.derpp import DERpp, derpp_loss
 from ussafety.methods.refresh import Refresh, fisher_preconditioner, refresh_unlearn
 from ussafety.models.loading import add_lora, tiny_random_model
+from ussafety.models.losses import lm_loss
 from ussafety.train.trainer import fine_tune
 
 LORA = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"])

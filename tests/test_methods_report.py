@@ -12,8 +12,8 @@ import pytest
 import ussafety.pipeline as experiment
 from ussafety.cli.main import build_parser
 from ussafety.config import load_config
-from ussafety.study.reports import METHODS_COLUMNS, write_methods
 from ussafety.records.store import save_record
+from ussafety.study.reports import METHODS_COLUMNS, write_methods
 
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "presets" / "smoke.yaml"
 REQUIRED = ["method", "n_prompts", "asr", "asr_ci_low", "asr_ci_high", "p_vs_sft", "over_refusal",

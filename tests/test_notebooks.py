@@ -62,7 +62,7 @@ def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
     # A second call: nothing changed, so no notebook is executed again.
     import papermill
 
-    def boom(*a, **k):  # noqa: ANN002, ANN003
+    def boom(*a, **k):
         raise AssertionError("an unchanged notebook must not run again")
 
     monkeypatch.setattr(papermill, "execute_notebook", boom)

@@ -2,12 +2,12 @@
 
 import pytest
 
-from ussafety.models.chat import encode_batch
 from ussafety.config import LoraConfig, ModelConfig
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate_for
-from ussafety.models.losses import lm_loss
+from ussafety.models.chat import encode_batch
 from ussafety.models.loading import add_lora, load_model
+from ussafety.models.losses import lm_loss
 from ussafety.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.real_model

@@ -6,8 +6,14 @@ import math
 
 import pytest
 
-from ussafety.evaluate.scorers import (extract_code, extract_final_number, gsm8k_exact_match,
-                                       parse_sentiment, pass_at_k, sst2_accuracy)
+from ussafety.evaluate.scorers import (
+    extract_code,
+    extract_final_number,
+    gsm8k_exact_match,
+    parse_sentiment,
+    pass_at_k,
+    sst2_accuracy,
+)
 
 # --- SST-2 -------------------------------------------------------------------------
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from ussafety.stats import (McNemarResult, cohens_kappa, holm_correction, mcnemar_exact,
-                            paired_bootstrap_diff, wilson_interval)
+from ussafety.stats import (
+    McNemarResult,
+    cohens_kappa,
+    holm_correction,
+    mcnemar_exact,
+    paired_bootstrap_diff,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("successes,n,low,high", [

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from study_fixtures import config, record
 
-from ussafety.study import grid as study
 from ussafety.config import ConfigError, load_config
 from ussafety.records.store import save_record
+from ussafety.study import grid as study
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 

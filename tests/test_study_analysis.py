@@ -9,14 +9,14 @@ import pytest
 from scipy.stats import binomtest
 from study_fixtures import config, ones, record
 
-from ussafety.study import plots
-from ussafety.study import analysis as sa
 from ussafety.stats import cluster_bootstrap, holm_correction, mcnemar_exact, pareto_front
+from ussafety.study import analysis as sa
+from ussafety.study import plots
 
 N = 60  # harmful prompts, XSTest prompts and task items of every synthetic run
 
 
-def poisoned(method: str, seed: int = 0, **params):  # noqa: ANN003, ANN201
+def poisoned(method: str, seed: int = 0, **params):
     return config(f"{method}_s{seed}", seed, task={"poison_ratio": 0.25},
                   method={"name": method, "params": params})
 
@@ -166,7 +166,7 @@ def test_ablation_table_reads_x_and_method_defaults() -> None:
     assert sa.condition_table(data, n_boot=50).empty   # ablation runs stay out of the main table
 
 
-def test_outputs_tables_latex_markdown_and_figures(tmp_path) -> None:  # noqa: ANN001
+def test_outputs_tables_latex_markdown_and_figures(tmp_path) -> None:
     data = sa.StudyData.from_records(study_records(), preset="synthetic")
     out = sa.write_outputs_from(data, tmp_path, n_boot=200)
     for name in ("conditions", "significance"):

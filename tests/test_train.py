@@ -3,12 +3,12 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from ussafety.models.chat import encode_batch
 from ussafety.config import LoraConfig, TrainConfig
 from ussafety.data.types import Example
-from ussafety.models.losses import lm_loss, reference_lm_loss
 from ussafety.methods import Method, TrainContext, make_method, register
+from ussafety.models.chat import encode_batch
 from ussafety.models.loading import add_lora, tiny_random_model
+from ussafety.models.losses import lm_loss, reference_lm_loss
 from ussafety.train.trainer import fine_tune
 
 ROWS = [Example(prompt=f"q{i}", response="the same answer") for i in range(8)]
@@ -27,22 +27,22 @@ class Recorder(Method):
 
     calls: list[str] = field(default_factory=list)
 
-    def prepare(self, model, ctx):  # noqa: ANN001
+    def prepare(self, model, ctx):
         self.calls.append("prepare")
 
-    def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+    def loss(self, model, batch, task_loss, ctx):
         self.calls.append("loss")
         return task_loss
 
-    def after_backward(self, model, ctx):  # noqa: ANN001
+    def after_backward(self, model, ctx):
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         assert any(g is not None and g.abs().sum() > 0 for g in grads)
         self.calls.append("after_backward")
 
-    def after_step(self, model, ctx):  # noqa: ANN001
+    def after_step(self, model, ctx):
         self.calls.append("after_step")
 
-    def finalize(self, model, ctx):  # noqa: ANN001
+    def finalize(self, model, ctx):
         self.calls.append("finalize")
         return model
 
@@ -72,7 +72,7 @@ def test_make_method_rejects_unknown_names_and_params() -> None:
         make_method("sft", {"alpha": 1})
 
 
-def _count_forwards(model) -> list[int]:  # noqa: ANN001
+def _count_forwards(model) -> list[int]:
     """Grows by one entry per forward pass of the decoder."""
     calls: list[int] = []
     model.get_base_model().get_decoder().register_forward_hook(lambda *a: calls.append(1))
@@ -89,7 +89,7 @@ def test_one_trainer_forward_per_step_shared_with_the_methods(name: str, forward
 
     @dataclass
     class Spy(Method):
-        def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+        def loss(self, model, batch, task_loss, ctx):
             seen.append(ctx.outputs is not None and ctx.batch is batch
                         and ctx.outputs.logits.requires_grad)
             return task_loss
@@ -110,10 +110,10 @@ def test_step_batch_replaces_the_batch_before_the_forward() -> None:
 
     @dataclass
     class Swap(Method):
-        def step_batch(self, batch, ctx):  # noqa: ANN001
+        def step_batch(self, batch, ctx):
             return other
 
-        def loss(self, model, batch, task_loss, ctx):  # noqa: ANN001
+        def loss(self, model, batch, task_loss, ctx):
             assert batch is other and ctx.batch is other
             with torch.no_grad():
                 losses.append((float(task_loss), float(lm_loss(model, other))))

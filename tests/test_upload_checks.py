@@ -9,9 +9,16 @@ import time
 
 import pytest
 
-from ussafety.data.upload import (CONTROL_TOKENS, PROBLEM_KINDS, UploadError,
-                                  control_tokens_in, escape_control_tokens, load_upload,
-                                  read_upload, validate_upload_report)
+from ussafety.data.upload import (
+    CONTROL_TOKENS,
+    PROBLEM_KINDS,
+    UploadError,
+    control_tokens_in,
+    escape_control_tokens,
+    load_upload,
+    read_upload,
+    validate_upload_report,
+)
 
 
 def _jsonl(path, rows):

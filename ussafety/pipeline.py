@@ -13,18 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ussafety.train.align import aligned_base
 from ussafety.config import RunConfig
 from ussafety.data import load, load_upload, poison_mix
 from ussafety.data.poison import poison_report
 from ussafety.data.types import Example
 from ussafety.evaluate.suite import evaluate_model
-from ussafety.config import config_hash, hashable_dict
 from ussafety.methods import TrainContext, make_method, trains_like_sft
 from ussafety.models.loading import add_lora, load_adapter, load_model, model_dir_for, save_adapter
 from ussafety.paths import cache_dir
-from ussafety.records.store import load_record, new_record, run_dir, save_record, write_json_atomic
-from ussafety.train.trainer import fine_tune, finalize_all
+from ussafety.records.store import load_record, run_dir, save_record, write_json_atomic
+from ussafety.train.align import aligned_base
+from ussafety.train.trainer import finalize_all, fine_tune
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,8 @@ def train_rows(cfg: RunConfig) -> list[Example]:
     if cfg.task.upload:
         rows = load_upload(cfg.task.upload)
     else:
-        if cfg.task.name not in TRAIN_SETS:
-            raise ValueError(f"task.name '{cfg.task.name}' unknown (known: {sorted(TRAIN_SETS)})")
-        name, split = TRAIN_SETS[cfg.task.name]
-        rows = load(name, split=split, limit=cfg.task.n_train, seed=cfg.seed)
+        task = get_task(str(cfg.task.name))
+        rows = load(task.train_set, split=task.train_split, limit=cfg.task.n_train, seed=cfg.seed)
     if cfg.task.poison_ratio > 0:
         harmful = load(cfg.task.harmful_set, seed=cfg.seed)
         rows = poison_mix(rows, harmful, cfg.task.poison_ratio, seed=cfg.seed)
@@ -51,33 +48,28 @@ def data_files(examples: list[Example]) -> dict[str, str]:
     return {ex.source: ex.sha256 for ex in examples if ex.source}
 
 
-def sft_training_key(cfg: RunConfig) -> str:
-    """Hash of what decides plain-SFT training: model, alignment, data, optimiser, seed.
-
-    Runs whose methods only act after training (merges, Safe LoRA) share it, so they
-    reuse one trained adapter instead of training again.
-    """
-    d = hashable_dict(cfg)
-    return config_hash({k: d[k] for k in ("seed", "model", "align", "task", "train")})[:16]
-
-
 def sft_cache_dir(cfg: RunConfig) -> Path:
-    return cache_dir() / "trained" / sft_training_key(cfg)
+    """Where a plain SFT training is cached; runs whose methods only act after training
+    (merges, Safe LoRA) share it (:func:`ussafety.config.training_key`)."""
+    return cache_dir() / "trained" / training_key(cfg)
 
 
-def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> dict[str, Any]:
+def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record:
     """Run ``cfg`` (or return its existing record) and write the record atomically."""
-    existing = None if force else load_record(cfg.run_id, root)
+    run_id = cfg.run_id
+    existing = None if force else load_record(run_id, root)
     if existing is not None:
-        log.info("skip %s: record exists", cfg.run_id)
+        log.info("skip %s: record exists", run_id)
         return existing
-    record = new_record(cfg.run_id, cfg.to_dict(), cfg.hash(), cfg.seed)
+    head = {"run_id": run_id, "label": cfg.name, "config": cfg.to_dict(), "config_hash": config_hash_of(cfg),
+            "stamps": stamps(cfg), "seed": cfg.seed, **provenance()}
     t0 = time.perf_counter()
-    base_path, align_record = aligned_base(cfg.model, cfg.align)
-    record["alignment"] = {k: v for k, v in align_record.items() if k != "log_history"}
+    base_path, align_record = aligned_base(cfg)
+    alignment = {k: v for k, v in align_record.items() if k != "log_history"}
     loaded = load_model(cfg.model, path=base_path if cfg.align.enabled else None, seed=cfg.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
     files: dict[str, str] = {}
+    train_record: dict[str, Any] | None = None
     fine_tuning = bool(cfg.task.name or cfg.task.upload)
     if fine_tuning:
         rows = train_rows(cfg)
@@ -107,18 +99,20 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> dict[s
                           "poison": poison_report(rows), "log_history": result.log_history}
             if cache is not None:
                 save_adapter(model, cache / "adapter")
-                write_json_atomic(cache / "train.json", {**train_info, "trained_by": cfg.run_id})
+                write_json_atomic(cache / "train.json", {**train_info, "trained_by": run_id})
         t_final = time.perf_counter()
         model = finalize_all(model, hooks, ctx)
-        record["train"] = {**train_info, "finalize_s": round(time.perf_counter() - t_final, 2),
-                           "method_logs": ctx.logs}
+        train_record = {**train_info, "finalize_s": round(time.perf_counter() - t_final, 2),
+                        "method_logs": ctx.logs}
         if hasattr(model, "peft_config"):
-            save_adapter(model, run_dir(cfg.run_id, root) / "adapter")
+            save_adapter(model, run_dir(run_id, root) / "adapter")
     ev = evaluate_model(model, tokenizer, cfg.eval, cfg.eval.task_name(cfg.task.name))
     files.update(ev.data_sha256)
-    record.update(metrics=ev.metrics, timings={**ev.timings, "total_s": time.perf_counter() - t0},
-                  data_sha256=dict(sorted(files.items())), generations=ev.generations,
-                  model_source=loaded.source)
+    record = Record.model_validate({
+        **head, "alignment": alignment, "train": train_record, "metrics": ev.metrics,
+        "timings": {**ev.timings, "total_s": time.perf_counter() - t0},
+        "data_sha256": dict(sorted(files.items())), "generations": ev.generations,
+        "model_source": loaded.source})
     save_record(record, root)
     return record
 

@@ -85,8 +85,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     root = Path(args.runs) if args.runs else None
     if args.name == "judges":
-        from ussafety.study.judge_reports import write_judges_report
         from ussafety.paths import runs_dir
+        from ussafety.study.judge_reports import write_judges_report
 
         out = Path(args.out) if args.out else None
         print(write_judges_report(root or runs_dir(), _judge_specs(args.judges), out_dir=out,

@@ -20,9 +20,10 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ussafety.data.sources import (
     NO_MIRROR_HINT,

@@ -13,7 +13,8 @@ import math
 import numbers
 import random
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ussafety.data.types import Example
 

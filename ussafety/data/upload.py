@@ -40,9 +40,10 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from ussafety.atomic import write_text_atomic
 from ussafety.data.types import Example
@@ -559,7 +560,7 @@ def _read_csv(data: bytes, probs: _Problems) -> tuple[list[tuple[int, int, Any]]
             _csv_error(e, text, lines, prev_end + 1, reader.line_num, row, probs)
             break
         start, prev_end = prev_end + 1, reader.line_num
-        if not cells or all(not c.strip() for c in cells) and len(cells) <= 1:
+        if not cells or (all(not c.strip() for c in cells) and len(cells) <= 1):
             continue
         row += 1
         if len(cells) != len(header):

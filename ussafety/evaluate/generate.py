@@ -8,12 +8,13 @@ tokens as one-prompt-at-a-time generation.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from ussafety.models.chat import prompt_text
 from ussafety.data.types import Example
+from ussafety.models.chat import prompt_text
 
 
 @torch.inference_mode()

@@ -15,11 +15,11 @@ from typing import Any
 from ussafety.config import EvalConfig
 from ussafety.data import load
 from ussafety.data.types import Example
-from ussafety.stats import wilson_interval
 from ussafety.evaluate.generate import generate_for as _generate_for
 from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge, is_degenerate
 from ussafety.evaluate.sandbox import humaneval_check
 from ussafety.evaluate.scorers import extract_code, extract_final_number, gsm8k_exact_match, parse_sentiment
+from ussafety.stats import wilson_interval
 
 TASK_TOKENS = {"sst2": 8, "gsm8k": 256, "code": 384}
 
@@ -27,7 +27,7 @@ TASK_TOKENS = {"sst2": 8, "gsm8k": 256, "code": 384}
 def generate_for(model: Any, tokenizer: Any, examples: list[Example], desc: str = "generate",
                  **kw: Any) -> list[str]:
     """Batched generation with a progress bar (prompts done / total)."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from tqdm.auto import tqdm
 
     with tqdm(total=len(examples), desc=desc, unit="prompt", mininterval=5) as bar:
         return _generate_for(model, tokenizer, examples, progress=bar.update, **kw)

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from ussafety.data.types import Example
-from ussafety.models.losses import lm_loss
 from ussafety.methods.base import Method, TrainContext, register
 from ussafety.methods.buffer import ReservoirBuffer
+from ussafety.models.losses import lm_loss
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -12,26 +12,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 
-from ussafety.models.chat import encode_batch
 from ussafety.data.types import Example
+from ussafety.models.chat import encode_batch
 from ussafety.models.losses import ResponseOutputs
 
-REGISTRY: dict[str, type["Method"]] = {}
+REGISTRY: dict[str, type[Method]] = {}
 
 
-def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: ``@register("ewc")`` makes ``method: ewc`` pick the class.
 
     Names that start with ``_`` are private (tests register such helper methods); study grids
     and reports list only the public ones.
     """
 
-    def wrap(cls: type["Method"]) -> type["Method"]:
+    def wrap(cls: type[Method]) -> type[Method]:
         if name in REGISTRY:
             raise ValueError(f"method '{name}' registered twice")
         cls.name = name
@@ -41,9 +42,9 @@ def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
     return wrap
 
 
-def make_method(name: str, params: dict[str, Any] | None = None) -> "Method":
+def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
     """Build a registered method from its YAML parameters (unknown keys are errors)."""
-    from ussafety.methods import load_all  # noqa: PLC0415 (registers every method module)
+    from ussafety.methods import load_all
 
     load_all()
     if name not in REGISTRY:
@@ -123,16 +124,21 @@ def lora_parameters(model: Any) -> dict[str, torch.nn.Parameter]:
 TRAINING_HOOKS = ("prepare", "extra_data", "step_batch", "loss", "after_backward", "after_step")
 
 
-def trains_like_sft(method: "Method") -> bool:
-    """True when ``method`` changes nothing during training (merges, Safe LoRA): only
-    its ``finalize`` acts, on the trained weights, so plain SFT training can be reused."""
-    return all(getattr(type(method), h) is getattr(Method, h) for h in TRAINING_HOOKS)
+def trains_like_sft(method: Method | type[Method]) -> bool:
+    """True when ``method`` (an instance or its class) changes nothing during training
+    (merges, Safe LoRA): only its ``finalize`` acts, on the trained weights, so plain SFT
+    training can be reused."""
+    cls = method if isinstance(method, type) else type(method)
+    return all(getattr(cls, h) is getattr(Method, h) for h in TRAINING_HOOKS)
 
 
 class Method:
     """Base class: plain SFT behaviour for every hook. Subclasses are dataclasses."""
 
     name: ClassVar[str] = "base"
+    version: ClassVar[int] = 1
+    """Behaviour version: bump it when a change to the method changes its results, so its
+    runs get new ids and `ussafety runs check` lists the records made by the old code."""
 
     def prepare(self, model: Any, ctx: TrainContext) -> None:
         """Before training: compute what the method keeps (importances, buffers...)."""

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ussafety.models.chat import IGNORE
 from ussafety.data.types import Example
-from ussafety.models.losses import response_logits
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
 from ussafety.methods.buffer import ReservoirBuffer
+from ussafety.models.chat import IGNORE
+from ussafety.models.losses import response_logits
 
 TARGET_MODES = ("store", "recompute")
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ussafety.data.types import Example
-from ussafety.models.losses import response_logits
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
 from ussafety.methods.l2 import delta_weight, lora_layers
+from ussafety.models.losses import response_logits
 
 PER = ("example", "batch")
 NORMALIZE = ("max", "mean", "none")

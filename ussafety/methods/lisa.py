@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ussafety.models.losses import lm_loss
 from ussafety.methods.base import Method, TrainContext, lora_parameters, register
+from ussafety.models.losses import lm_loss
 
 ALIGN, USER = "align", "user"
 

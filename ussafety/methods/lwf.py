@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ussafety.models.losses import ResponseOutputs, response_hidden, response_logits
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
+from ussafety.models.losses import ResponseOutputs, response_hidden, response_logits
 
 VARIANTS = ("kl", "hidden")
 

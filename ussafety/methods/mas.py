@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from ussafety.models.losses import response_hidden, response_logits
 from ussafety.methods.base import TrainContext, register
 from ussafety.methods.ewc import NORMALIZE, PER, ImportancePenalty, sample_rows, weight_importance
+from ussafety.models.losses import response_hidden, response_logits
 
 OUTPUTS = ("logits", "hidden")
 

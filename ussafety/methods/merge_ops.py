@@ -18,9 +18,9 @@ Importing this module has no side effect.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -143,7 +143,7 @@ def lora_layers(model: Any) -> dict[str, Any]:
     Names are relative to the transformers model (``model.layers.0.self_attn.q_proj``),
     so ``name + ".weight"`` is the tensor's key in the model's ``safetensors`` files.
     """
-    from peft.tuners.lora import LoraLayer  # noqa: PLC0415 (keep import light)
+    from peft.tuners.lora import LoraLayer
 
     root = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = {n: m for n, m in root.named_modules() if isinstance(m, LoraLayer)}
@@ -180,7 +180,7 @@ def _resolve_folder(name_or_dir: str) -> Path:
     path = Path(name_or_dir)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download  # noqa: PLC0415
+    from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(name_or_dir, allow_patterns=["*.safetensors", "*.json"]))
 
@@ -201,7 +201,7 @@ class WeightReader:
         self._handles: dict[Path, Any] = {}
 
     def __enter__(self) -> WeightReader:
-        from safetensors import safe_open  # noqa: PLC0415
+        from safetensors import safe_open
 
         index = self.folder / "model.safetensors.index.json"
         if index.is_file():

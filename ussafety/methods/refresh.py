@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ussafety.models.losses import lm_loss
 from ussafety.methods.base import Method, TrainContext, lora_parameters, register
+from ussafety.models.losses import lm_loss
 
 
 def fisher_preconditioner(fisher: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:

@@ -164,7 +164,7 @@ def load_model(cfg: ModelConfig, path: str | Path | None = None, seed: int = 0) 
     dtype = resolve_dtype(cfg.dtype)
     source = str(path) if path is not None else model_dir_for(cfg)
     if backend == "unsloth":
-        from unsloth import FastLanguageModel  # noqa: PLC0415 (needs CUDA at import)
+        from unsloth import FastLanguageModel
 
         model, tok = FastLanguageModel.from_pretrained(source, dtype=dtype, load_in_4bit=False)
     else:
@@ -185,7 +185,7 @@ def add_lora(loaded: LoadedModel, lora: LoraConfig, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     targets = [t for t in lora.target_modules]
     if loaded.backend == "unsloth":
-        from unsloth import FastLanguageModel  # noqa: PLC0415
+        from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
             loaded.model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,

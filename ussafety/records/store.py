@@ -1,9 +1,8 @@
-"""Run records: one JSON file per run, everything needed to trust and regenerate a number.
+"""Where records live and how they are written and read: the only module that touches them.
 
-A record holds the resolved config and its hash, the seed, the git commit, package
-versions, the sha256 of every data file used, metrics, timings and every generation
-with its verdicts. Records are written atomically (temp file + rename), so a killed
-run leaves either a whole record or none, and a run whose record exists is skipped.
+One JSON file per run (``<runs>/<run_id>/record.json``), written atomically (temp file +
+rename), so a killed run leaves either a whole record or none, and a run whose record
+exists is skipped. Reading validates against :class:`~ussafety.records.schema.Record`.
 """
 
 from __future__ import annotations
@@ -12,15 +11,23 @@ import json
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from pydantic import ValidationError
 
 from ussafety.atomic import write_text_atomic
 from ussafety.paths import PROJECT_ROOT, runs_dir
+from ussafety.records.schema import Record
 
 RECORD = "record.json"
+
+
+class RecordError(ValueError):
+    """A record file that does not match the schema; names the file and the fields."""
 
 
 def git_state() -> dict[str, Any]:
@@ -47,6 +54,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def run_dir(run_id: str, root: Path | None = None) -> Path:
     return (root or runs_dir()) / run_id
 
@@ -59,27 +70,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str))
 
 
-def new_record(run_id: str, config: dict[str, Any], config_hash: str, seed: int) -> dict[str, Any]:
-    return {"run_id": run_id, "config": config, "config_hash": config_hash, "seed": seed,
-            "git": git_state(), "versions": package_versions(), "argv": sys.argv,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+def provenance() -> dict[str, Any]:
+    """The fields of a record that say which code, packages and command made it."""
+    return {"git": git_state(), "versions": package_versions(), "argv": list(sys.argv), "started": now()}
 
 
-def save_record(record: dict[str, Any], root: Path | None = None) -> Path:
-    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    path = record_path(record["run_id"], root)
-    write_json_atomic(path, record)
+def save_record(record: Record, root: Path | None = None) -> Path:
+    """Validate and write ``record`` atomically; sets ``finished``."""
+    record.finished = now()
+    path = record_path(record.run_id, root)
+    write_json_atomic(path, record.model_dump(mode="json"))
     return path
 
 
-def load_record(run_id: str, root: Path | None = None) -> dict[str, Any] | None:
+def parse_record(data: Any, where: str) -> Record:
+    try:
+        return Record.model_validate(data)
+    except ValidationError as err:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:10]]
+        more = f"\n  ... {err.error_count() - 10} more" if err.error_count() > 10 else ""
+        raise RecordError(f"{where}: not a valid run record:\n  " + "\n  ".join(problems) + more) from None
+
+
+def read_record(path: Path) -> Record:
+    """The record in ``path`` (a ``record.json``), validated."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}: not JSON ({err})") from None
+    return parse_record(data, str(path))
+
+
+def load_record(run_id: str, root: Path | None = None) -> Record | None:
     path = record_path(run_id, root)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_record(path) if path.is_file() else None
 
 
-def iter_records(root: Path | None = None) -> Iterator[dict[str, Any]]:
+def iter_records(root: Path | None = None) -> Iterator[Record]:
     """Every finished record under ``root`` (default: the runs folder)."""
     for path in sorted((root or runs_dir()).glob(f"*/{RECORD}")):
-        yield json.loads(path.read_text(encoding="utf-8"))
+        yield read_record(path)

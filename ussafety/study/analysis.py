@@ -24,9 +24,10 @@ import copy
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,7 +129,7 @@ class Run:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], grids: Iterable[str] = (),
-                    sweeps: Iterable[str] = ()) -> "Run":
+                    sweeps: Iterable[str] = ()) -> Run:
         return cls(run_id=record["run_id"], config=record["config"], outcomes=item_outcomes(record),
                    git_commit=(record.get("git") or {}).get("commit"), grids=set(grids),
                    sweeps=set(s for s in sweeps if s), record=record)
@@ -213,7 +214,7 @@ class StudyData:
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]],
                      tags: dict[str, tuple[Iterable[str], Iterable[str]]] | None = None,
-                     sweeps: dict[str, Any] | None = None, preset: str = "") -> "StudyData":
+                     sweeps: dict[str, Any] | None = None, preset: str = "") -> StudyData:
         """``tags``: ``{run_id: (grids, sweeps)}``; untagged runs are in every main grid."""
         runs = []
         for rec in records:
@@ -232,8 +233,8 @@ class StudyData:
 
 def load_study_data(preset: Any, root: Path | None = None, grids: Iterable[str] | None = None) -> StudyData:
     """The records of every run of ``preset``'s study that has finished (under ``root``)."""
-    from ussafety.records.store import load_record  # noqa: PLC0415
-    from ussafety.study.grid import expand, load_study  # noqa: PLC0415
+    from ussafety.records.store import load_record
+    from ussafety.study.grid import expand, load_study
 
     study = load_study(preset)
     runs: dict[str, Run] = {}
@@ -384,10 +385,10 @@ def significance_table(data: StudyData, grids: Iterable[str] | None = MAIN_GRIDS
 
 def method_default(method: str, param: str) -> Any:
     """A method's default hyper-parameter (the dataclass field), or None."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
-    from ussafety.methods.base import REGISTRY  # noqa: PLC0415
-    from ussafety.methods import load_all  # noqa: PLC0415
+    from ussafety.methods import load_all
+    from ussafety.methods.base import REGISTRY
 
     load_all()
     cls = REGISTRY.get(method)
@@ -402,7 +403,7 @@ def method_default(method: str, param: str) -> Any:
 def sweep_x(cfg: dict[str, Any], x: str) -> Any:
     """The value of ``x`` (a dotted path) in a config; a method parameter the config
     leaves at its default reads as that default."""
-    from ussafety.study.grid import get_path  # noqa: PLC0415
+    from ussafety.study.grid import get_path
 
     value = get_path(cfg, x)
     if value is None and x.startswith("method.params."):
@@ -768,8 +769,8 @@ def scorecard_markdown(claims: list[Claim], data: StudyData) -> str:
 
 def default_out_dir(preset: Any) -> Path:
     """``paper_outputs/`` for the README's main study (``cpu``), else ``paper_outputs/<preset>/``."""
-    from ussafety.paths import PROJECT_ROOT  # noqa: PLC0415
-    from ussafety.study.grid import load_study  # noqa: PLC0415
+    from ussafety.paths import PROJECT_ROOT
+    from ussafety.study.grid import load_study
 
     name = load_study(preset).preset
     return PROJECT_ROOT / "paper_outputs" if name == "cpu" else PROJECT_ROOT / "paper_outputs" / name
@@ -793,7 +794,7 @@ def write_outputs(preset: Any, out_dir: Path, root: Path | None = None, n_boot: 
         export_records = len(data.runs) <= EXPORT_LIMIT
     dest = Path(out_dir) / "records"
     if export_records and (root is None or Path(root).resolve() != dest.resolve()):
-        from ussafety.records.store import write_json_atomic  # noqa: PLC0415
+        from ussafety.records.store import write_json_atomic
 
         for run in data.runs:
             if run.record is not None:
@@ -826,7 +827,7 @@ def write_outputs_from(data: StudyData, out_dir: Path, n_boot: int = 4000, figur
     written.append(out_dir / "scorecard.md")
     fig_paths: dict[str, list[Path]] = {}
     if figures:
-        from ussafety.study import plots  # noqa: PLC0415
+        from ussafety.study import plots
 
         fig_paths = plots.all_figures(cond, every, abl, figs)
         written += [p for ps in fig_paths.values() for p in ps]

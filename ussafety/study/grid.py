@@ -23,21 +23,20 @@ takes the method files written for ``cpu`` to its larger evaluation.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
-import json
-import math
 import re
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from ussafety.config import ConfigError, RunConfig, deep_merge, from_dict, read_yaml
 from ussafety.paths import PROJECT_ROOT
+from ussafety.records import Record, load_record
 
 STUDY_DIR = PROJECT_ROOT / "params" / "study"
 GRIDS = ("benign", "poisoned", "ablations", "merging")
@@ -188,10 +187,7 @@ def _load_config(path: Path, data: dict[str, Any], overrides: dict[str, Any]) ->
     """``load_config(path, overrides)`` with the file already read (``data``)."""
     data = deep_merge(data, overrides) if overrides else copy.deepcopy(data)
     data.setdefault("name", path.stem)
-    try:
-        return from_dict(data, where=str(path))
-    except TypeError as err:
-        raise ConfigError(f"{path}: {err}") from err
+    return from_dict(data, where=str(path))
 
 
 def expand_entry(study: Study, grid: str, entry: dict[str, Any]) -> list[StudyRun]:
@@ -217,7 +213,7 @@ def expand_entry(study: Study, grid: str, entry: dict[str, Any]) -> list[StudyRu
             overrides = deep_merge(overrides, nested(key, value))
         cfg = _load_config(params, base, overrides)
         if entry.get("name"):
-            cfg = dataclasses.replace(cfg, name=render_name(entry["name"], cfg.to_dict()))
+            cfg = cfg.model_copy(update={"name": render_name(entry["name"], cfg.to_dict())})
         runs.append(StudyRun(cfg=cfg, grid=grid, sweep=entry.get("sweep"), source=_rel(params)))
     return runs
 
@@ -254,7 +250,7 @@ def unique_runs(runs: Iterable[StudyRun]) -> list[StudyRun]:
 def default_preset() -> str:
     """``paper`` when CUDA is present (a Colab GPU), else ``cpu``."""
     try:
-        import torch  # noqa: PLC0415
+        import torch
 
         return "paper" if torch.cuda.is_available() else "cpu"
     except ImportError:
@@ -266,18 +262,17 @@ class GridError(RuntimeError):
 
 
 def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path | None = None,
-             out: Any = None) -> list[dict[str, Any]]:
+             out: Any = None) -> list[Record]:
     """Run every run of ``grid`` that has no record yet; return the records in grid order.
 
     Prints one line per run (finished ones say so). A failing run does not stop the
     others; the failures are raised together at the end (:class:`GridError`).
     """
-    from ussafety.pipeline import run  # noqa: PLC0415 (imports torch)
-    from ussafety.records.store import load_record  # noqa: PLC0415
+    from ussafety.pipeline import run
 
     out = out or sys.stdout
     runs = unique_runs(expand(preset, grid))
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     failures: list[str] = []
     t_grid = time.perf_counter()
     for i, r in enumerate(runs, 1):
@@ -290,7 +285,7 @@ def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path |
         t0 = time.perf_counter()
         try:
             records.append(run(r.cfg, root=root))
-        except Exception as err:  # noqa: BLE001 (the grid goes on; failures are raised below)
+        except Exception as err:
             failures.append(f"{r.run_id}: {type(err).__name__}: {err}")
             print(f"[{i}/{len(runs)}] {r.run_id}: FAILED: {err}", file=out, flush=True)
             continue
@@ -300,183 +295,3 @@ def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path |
     if failures:
         raise GridError(f"{len(failures)} run(s) of grid {grid} failed:\n" + "\n".join(failures))
     return records
-
-
-# ----------------------------------------------------------------------------- cost estimate
-
-def _records_by_model(root: Path | None) -> list[dict[str, Any]]:
-    from ussafety.records.store import iter_records  # noqa: PLC0415
-
-    return [r for r in iter_records(root) if r.get("timings") and r.get("config")]
-
-
-def _eval_counts(cfg: dict[str, Any]) -> dict[str, int]:
-    ev = cfg["eval"]
-    task = ev.get("task") or cfg["task"]["name"]
-    return {"harmful": ev["n_per_harmful_set"] * len(ev["harmful_sets"]), "xstest": ev["n_xstest"],
-            "task": ev["n_task"] if task else 0}
-
-
-def _rate_keys(cfg: dict[str, Any]) -> dict[str, tuple]:
-    """What makes per-item timings comparable between two runs."""
-    ev, tr = cfg["eval"], cfg["train"]
-    task = ev.get("task") or cfg["task"]["name"]
-    gen = (cfg["model"]["name"], cfg["model"].get("dtype"), ev["max_new_tokens"], ev["batch_size"])
-    return {"harmful": gen, "xstest": gen,
-            "task": gen + (task, ev.get("task_max_new_tokens")),
-            "train": (cfg["model"]["name"], cfg["model"].get("dtype"), cfg["task"]["name"],
-                      tr["batch_size"], tr["max_length"], json.dumps(tr["lora"], sort_keys=True),
-                      cfg["method"]["name"])}
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    if not values:
-        return math.nan
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
-def timing_rates(records: Iterable[dict[str, Any]]) -> dict[tuple, float]:
-    """Median seconds per item from finished records: per harmful prompt, XSTest prompt,
-    task item (keyed by model and generation settings) and per training row-epoch (keyed by
-    model, task, batch, length, LoRA and method). Runs that reused a cached training are
-    left out of the training rates."""
-    samples: dict[tuple, list[float]] = {}
-    for rec in records:
-        cfg, t = rec["config"], rec["timings"]
-        keys, counts = _rate_keys(cfg), _eval_counts(cfg)
-        for part, secs in (("harmful", "harmful_s"), ("xstest", "xstest_s"), ("task", "task_s")):
-            if t.get(secs) is not None and counts[part]:
-                samples.setdefault((part,) + keys[part], []).append(t[secs] / counts[part])
-        train = rec.get("train") or {}
-        if train.get("wall_s") and not train.get("reused_from") and cfg["task"]["name"]:
-            row_epochs = max(1, train.get("rows") or cfg["task"]["n_train"]) * cfg["train"]["epochs"]
-            samples.setdefault(("train",) + keys["train"], []).append(train["wall_s"] / row_epochs)
-    return {k: _median(v) for k, v in samples.items()}
-
-
-def _trains_like_sft(cfg: RunConfig) -> bool:
-    """Whether the run trains exactly as plain SFT (only a finalize step differs), so the
-    trainer reuses a cached SFT training (``ussafety.methods.base.trains_like_sft``)."""
-    from ussafety.methods import make_method  # noqa: PLC0415
-    from ussafety.methods import base  # noqa: PLC0415
-
-    def trains_like_sft(method: Any) -> bool:
-        if hasattr(base, "trains_like_sft"):
-            return base.trains_like_sft(method)
-        return False  # a trainer without the SFT-training cache trains every run
-
-    hooks = [make_method(cfg.method.name, cfg.method.params)]
-    if cfg.merge.name:
-        hooks.append(make_method(cfg.merge.name, cfg.merge.params))
-    return all(trains_like_sft(h) for h in hooks)
-
-
-def _sft_training_key(cfg: RunConfig) -> str:
-    """``ussafety.pipeline.sft_training_key``: the cache key of a plain SFT training."""
-    from ussafety import config as c  # noqa: PLC0415
-
-    d = c.hashable_dict(cfg) if hasattr(c, "hashable_dict") else cfg.to_dict()
-    return c.config_hash({k: d[k] for k in ("seed", "model", "align", "task", "train")})[:16]
-
-
-def estimate_cost(runs: list[StudyRun], root: Path | None = None,
-                  records: list[dict[str, Any]] | None = None):  # noqa: ANN201 (DataFrame)
-    """Seconds each run of ``runs`` still needs, estimated from finished records' timings.
-
-    Per run: 0 when its record exists (``recorded_s`` is what it took); otherwise
-    alignment (when its aligned base is not cached, once per base, from the base's
-    recorded build time), training (rows x epochs x the median seconds per row-epoch of
-    finished runs of the same model, task, batch, length, LoRA and method; 0 for
-    merge-style methods whose plain training is cached or trained earlier in the list)
-    and evaluation (prompts x the median seconds per prompt of finished runs with the
-    same model and generation settings). ``basis`` says where a number came from; a
-    part with no comparable record is NaN (say, a GPU preset before its first run).
-    """
-    import pandas as pd  # noqa: PLC0415
-
-    from ussafety.train.align import aligned_dir  # noqa: PLC0415
-    from ussafety.paths import cache_dir  # noqa: PLC0415
-    from ussafety.records.store import load_record  # noqa: PLC0415
-
-    records = _records_by_model(root) if records is None else records
-    rates = timing_rates(records)
-    align_s: dict[str, float] = {}
-    for rec in records:
-        al = rec.get("alignment") or {}
-        if al.get("aligned") and al.get("train_wall_s") and al.get("key"):
-            align_s.setdefault(al["key"], float(al["train_wall_s"]))
-    planned_align: set[str] = set()
-    planned_train: set[str] = set()
-    rows = []
-    for r in unique_runs(runs):
-        cfg = r.cfg
-        d = cfg.to_dict()
-        row: dict[str, Any] = {"run_id": r.run_id, "grid": r.grid, "method": cfg.method.name,
-                               "merge": cfg.merge.name, "seed": cfg.seed}
-        rec = load_record(r.run_id, root)
-        if rec is not None:
-            row.update(status="finished", recorded_s=(rec.get("timings") or {}).get("total_s", math.nan),
-                       align_s=0.0, train_s=0.0, eval_s=0.0, est_s=0.0, basis="record")
-            rows.append(row)
-            continue
-        basis = []
-        a_s = 0.0
-        if cfg.align.enabled:
-            from ussafety.train.align import align_key  # noqa: PLC0415
-
-            key = align_key(cfg.model, cfg.align)
-            cached = (aligned_dir(cfg.model, cfg.align) / "alignment.json").is_file()
-            if not cached and key not in planned_align:
-                a_s = align_s.get(key, math.nan)
-                basis.append("align: " + ("recorded build" if key in align_s else "no record"))
-            planned_align.add(key)
-        t_s = 0.0
-        if cfg.task.name or cfg.task.upload:
-            sft_like = _trains_like_sft(cfg)
-            tkey = _sft_training_key(cfg)
-            cached = (cache_dir() / "trained" / tkey / "train.json").is_file()
-            if sft_like and (cached or tkey in planned_train):
-                basis.append("train: reuses plain training")
-            else:
-                key = ("train",) + _rate_keys(d)["train"]
-                sft_key = key[:-1] + ("sft",)
-                rate = rates.get(key)
-                if rate is None and sft_like:
-                    rate = rates.get(sft_key, math.nan)
-                    basis.append("train: sft rate" if rate == rate else "train: no record")
-                elif rate is None:
-                    rate = rates.get(sft_key, math.nan)
-                    basis.append("train: sft rate (no record of this method here)" if rate == rate
-                                 else "train: no record")
-                else:
-                    basis.append("train: method rate")
-                t_s = rate * cfg.task.n_train * cfg.train.epochs
-            if sft_like:
-                planned_train.add(tkey)
-        keys, counts = _rate_keys(d), _eval_counts(d)
-        e_s = 0.0
-        for part in ("harmful", "xstest", "task"):
-            if counts[part]:
-                e_s += rates.get((part,) + keys[part], math.nan) * counts[part]
-        basis.append("eval: per-prompt rate" if e_s == e_s else "eval: no record")
-        row.update(status="to run", recorded_s=math.nan, align_s=a_s, train_s=t_s, eval_s=e_s,
-                   est_s=a_s + t_s + e_s, basis="; ".join(basis))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["run_id", "grid", "method", "merge", "seed", "status",
-                                       "recorded_s", "align_s", "train_s", "eval_s", "est_s", "basis"])
-
-
-def cost_summary(df) -> dict[str, Any]:  # noqa: ANN001
-    """Totals of :func:`estimate_cost`: runs finished / to run and the estimated minutes."""
-    todo = df[df.status == "to run"]
-    unknown = int(todo.est_s.isna().sum())
-    out = {"runs": int(len(df)), "finished": int((df.status == "finished").sum()),
-           "to_run": int(len(todo)), "unknown_cost": unknown,
-           "est_minutes": round(float(todo.est_s.sum(skipna=True)) / 60, 1),
-           "recorded_minutes": round(float(df.recorded_s.sum(skipna=True)) / 60, 1)}
-    if unknown:
-        out["note"] = (f"{unknown} run(s) to run have no comparable finished record (model and "
-                       "settings): est_minutes leaves them out")
-    return out

@@ -23,21 +23,26 @@ import json
 import logging
 import math
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ussafety.study.tables import markdown_table
 from ussafety.atomic import write_text_atomic
-from ussafety.evaluate.judges.metrics import (agreement, binary_metrics, brier_score, calibration_table,
-                                     expected_calibration_error)
 from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge
+from ussafety.evaluate.judges.metrics import (
+    agreement,
+    binary_metrics,
+    brier_score,
+    calibration_table,
+    expected_calibration_error,
+)
 from ussafety.evaluate.suite import asr_metrics
 from ussafety.paths import PROJECT_ROOT
 from ussafety.records.store import RECORD, git_state, write_json_atomic
+from ussafety.study.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,7 @@ def rejudge_dir(runs: Path, specs: list[str], force: bool = False) -> dict[str, 
         if applied:
             record.setdefault("rejudged", []).append({
                 "judges": applied, "specs": specs, "git": git_state(),
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                "at": datetime.now(UTC).isoformat(timespec="seconds")})
             write_json_atomic(path, record)
         done[record["run_id"]] = applied
     return done

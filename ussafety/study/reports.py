@@ -14,18 +14,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ussafety.study.tables import condition_row, condition_table, markdown_table, records_for
 from ussafety.config import RunConfig, load_config
 from ussafety.paths import PROJECT_ROOT, runs_dir
 from ussafety.records.store import RECORD, iter_records, load_record, write_json_atomic
 from ussafety.stats import holm_correction
+from ussafety.study.tables import condition_row, condition_table, markdown_table, records_for
 
 FOUNDATION = ["instruct", "aligned", "sft_benign", "sft_poisoned_p0.1"]
 PHENOMENON_COLUMNS = ["condition", "n_prompts", "asr", "asr_ci_low", "asr_ci_high", "p_vs_aligned",
                       "over_refusal", "task_score", "degenerate_rate", "train_wall_s"]
 
 
-def phenomenon_checks(df) -> list[tuple[str, bool, str]]:  # noqa: ANN001
+def phenomenon_checks(df) -> list[tuple[str, bool, str]]:
     """The foundation issue's targets, each with pass/fail and the measured values."""
     r = df.set_index("condition")
     al, ins, poi = r.loc["aligned"], r.loc["instruct"], r.loc["sft_poisoned_p0.1"]
@@ -122,7 +122,7 @@ def write_phenomenon(out_dir: Path | None = None, params_dir: Path | None = None
         attempts.sort(key=lambda a: a["started"])
         attempt_records = {**older_records, **attempt_records}
     if attempts:
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd
 
         lines += ["", "## Alignment settings tried (every evaluated aligned base, oldest first)", "",
                   markdown_table(pd.DataFrame(attempts), ["run_id", "n_refusal", "n_helpful", "n_contrastive",
@@ -203,10 +203,10 @@ def method_label(cfg: RunConfig) -> tuple[str, str]:
     return cfg.name, family
 
 
-def methods_table(records: dict[str, dict[str, Any]], families: dict[str, str]):  # noqa: ANN201
+def methods_table(records: dict[str, dict[str, Any]], families: dict[str, str]):
     """One row per method, compared with ``records["sft"]`` (when present) on the same
     prompts; ``p_vs_sft_holm`` adjusts the p-values of all compared methods together."""
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
     sft = records.get("sft")
 
@@ -249,12 +249,12 @@ def second_judges(records: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(common - primary)
 
 
-def judge_columns(records: dict[str, dict[str, Any]], judge: str):  # noqa: ANN201
+def judge_columns(records: dict[str, dict[str, Any]], judge: str):
     """``<judge>_asr``, its Wilson CI and McNemar p vs ``sft`` (raw and Holm) per method.
 
     Prefixed by the judge, not suffixed, so they never look like per-prompt-set
     ``asr_<set>`` columns."""
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
     sft = records.get("sft")
     rows = []
@@ -270,7 +270,7 @@ def judge_columns(records: dict[str, dict[str, Any]], judge: str):  # noqa: ANN2
     return df
 
 
-def methods_reading(df) -> list[str]:  # noqa: ANN001
+def methods_reading(df) -> list[str]:
     """Plain statements computed from the table: which methods differ from SFT in ASR
     at the 5% level after Holm's correction, and in which direction."""
     if df.empty or "sft" not in set(df.method):
@@ -283,7 +283,7 @@ def methods_reading(df) -> list[str]:  # noqa: ANN001
     higher = others[(others.p_vs_sft_holm < 0.05) & (others.asr > sft.asr)]
     same = others[~others.method.isin(set(lower.method) | set(higher.method))]
 
-    def names(d) -> str:  # noqa: ANN001
+    def names(d) -> str:
         return ", ".join(f"`{m}` ({a:.3f})" for m, a in zip(d.method, d.asr)) or "none"
 
     lines = [f"- ASR significantly lower than SFT's {sft.asr:.3f} (Holm-adjusted p < 0.05): {names(lower)}.",

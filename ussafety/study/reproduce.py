@@ -17,8 +17,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from ussafety.atomic import write_text_atomic
 from ussafety.paths import PROJECT_ROOT
@@ -46,8 +47,8 @@ def source_hash() -> str:
 
 def notebook_inputs(nb: str, preset: str, root: Path | None) -> list[tuple[str, str | None]]:
     """``(run_id, finish time or None)`` of the runs ``nb`` reads."""
-    from ussafety.records.store import load_record  # noqa: PLC0415
-    from ussafety.study.grid import expand, load_study, unique_runs  # noqa: PLC0415
+    from ussafety.records.store import load_record
+    from ussafety.study.grid import expand, load_study, unique_runs
 
     study = load_study(preset)
     grids = None if nb == "analysis" else [nb] if nb in study.grids else []
@@ -80,10 +81,10 @@ def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | Non
               log_output: bool = True, progress_bar: bool = True, stream: TextIO | None = None
               ) -> list[dict[str, Any]]:
     """Execute the notebooks of ``preset`` in order; return what happened to each."""
-    import papermill as pm  # noqa: PLC0415
+    import papermill as pm
 
-    from ussafety.study.grid import load_study  # noqa: PLC0415
-    from ussafety.study.analysis import default_out_dir  # noqa: PLC0415
+    from ussafety.study.analysis import default_out_dir
+    from ussafety.study.grid import load_study
 
     stream = stream or sys.stdout
     study = load_study(preset)  # fails early on an unknown preset

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ussafety.config import AlignConfig, ModelConfig, config_hash, hashable_dict
+from ussafety.atomic import write_text_atomic
+from ussafety.config import AlignConfig, RunConfig, align_key
+from ussafety.config.identity import canonical
 from ussafety.data import load
 from ussafety.data.contrastive import split_sensitive
 from ussafety.data.types import Example
@@ -65,26 +67,20 @@ def helpful_rows(cfg: AlignConfig) -> list[Example]:
     return sensitive[: cfg.n_contrastive] + plain[: cfg.n_helpful - cfg.n_contrastive]
 
 
-def align_key(model: ModelConfig, cfg: AlignConfig) -> str:
-    return config_hash({"model": model.__dict__, "align": _as_dict(cfg)})[:16]
+def aligned_dir(run: RunConfig) -> Path:
+    """The cache folder of ``run``'s aligned base (:func:`ussafety.config.align_key`)."""
+    return cache_dir() / "aligned" / align_key(run)
 
 
-def _as_dict(cfg: AlignConfig) -> dict[str, Any]:
-    return hashable_dict(cfg)
-
-
-def aligned_dir(model: ModelConfig, cfg: AlignConfig) -> Path:
-    return cache_dir() / "aligned" / align_key(model, cfg)
-
-
-def aligned_base(model: ModelConfig, cfg: AlignConfig, force: bool = False) -> tuple[str, dict[str, Any]]:
+def aligned_base(run: RunConfig, force: bool = False) -> tuple[str, dict[str, Any]]:
     """Path of the aligned base (built on first use) and its build record.
 
-    With ``cfg.enabled`` false the instruct model itself is the base.
+    With ``align.enabled`` false the instruct model itself is the base.
     """
+    model, cfg = run.model, run.align
     if not cfg.enabled:
         return model_dir_for(model), {"aligned": False}
-    target = aligned_dir(model, cfg)
+    target = aligned_dir(run)
     record_path = target / "alignment.json"
     if record_path.is_file() and not force:
         return str(target), json.loads(record_path.read_text())
@@ -98,10 +94,11 @@ def aligned_base(model: ModelConfig, cfg: AlignConfig, force: bool = False) -> t
     result = fine_tune(peft_model, loaded.tokenizer, rows, cfg.train, [make_method("sft")], ctx,
                        seed=cfg.seed)
     save_merged(result.model, loaded.tokenizer, target)
-    record = {"aligned": True, "key": align_key(model, cfg), "config": _as_dict(cfg),
-              "model": model.__dict__, "source_model": loaded.source, "rows": len(rows),
+    c = canonical(run)
+    record = {"aligned": True, "key": align_key(run), "config": c["align"],
+              "model": c["model"], "source_model": loaded.source, "rows": len(rows),
               "data_sha256": sorted({f"{e.source}:{e.sha256}" for e in rows}),
               "train_wall_s": round(time.perf_counter() - t0, 1), "steps": result.steps,
               "log_history": result.log_history}
-    (target / "alignment.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(target / "alignment.json", json.dumps(record, indent=2))
     return str(target), record

@@ -21,11 +21,11 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ussafety.models.chat import Collator, encode_train
 from ussafety.config import TrainConfig
 from ussafety.data.types import Example
-from ussafety.models.losses import response_cross_entropy, response_outputs
 from ussafety.methods.base import Method, TrainContext
+from ussafety.models.chat import Collator, encode_train
+from ussafety.models.losses import response_cross_entropy, response_outputs
 
 
 class EncodedDataset(Dataset):
@@ -52,11 +52,11 @@ class _HookCallback(TrainerCallback):
     def __init__(self, hooks: list[Method], ctx: TrainContext):
         self.hooks, self.ctx = hooks, ctx
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):  # noqa: ANN001
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         for h in self.hooks:
             h.after_backward(model, self.ctx)
 
-    def on_step_end(self, args, state, control, model=None, **kw):  # noqa: ANN001
+    def on_step_end(self, args, state, control, model=None, **kw):
         self.ctx.step = state.global_step
         for h in self.hooks:
             h.after_step(model, self.ctx)
@@ -70,7 +70,7 @@ class MethodTrainer(Trainer):
         self.hooks, self.ctx = hooks, ctx
         self.model_accepts_loss_kwargs = False
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         for h in self.hooks:
             inputs = h.step_batch(inputs, self.ctx)
         self.ctx.batch = inputs

@@ -53,7 +53,7 @@ class SentenceEmbedder:
 
     def __init__(self, path: Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
                  batch_size: int = 32) -> None:
-        from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 (heavy import)
+        from transformers import AutoModel, AutoTokenizer
 
         self.path = path or minilm_dir()
         self.max_length = max_length

@@ -47,10 +47,19 @@ from typing import Any
 import torch
 
 from ussafety.atomic import write_text_atomic
-from ussafety.paths import cache_dir
-from ussafety.evaluate.judges.embedder import DEFAULT_MAX_LENGTH, WHEEL, WHEEL_VERSION, SentenceEmbedder
 from ussafety.evaluate.judges.base import Judge, Verdict, is_degenerate
-from ussafety.evaluate.judges.learned_data import CLASSES, HARMFUL, REFUSAL, DataRecipe, LabeledPair, build_dataset, split_of, summary
+from ussafety.evaluate.judges.embedder import DEFAULT_MAX_LENGTH, WHEEL, WHEEL_VERSION, SentenceEmbedder
+from ussafety.evaluate.judges.learned_data import (
+    CLASSES,
+    HARMFUL,
+    REFUSAL,
+    DataRecipe,
+    LabeledPair,
+    build_dataset,
+    split_of,
+    summary,
+)
+from ussafety.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +188,9 @@ def select_l2(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, prompts: list[s
 
 def _data_fingerprint() -> dict[str, str]:
     """sha256 (from the mirror's MANIFEST.json) of every file the recipe reads."""
-    from ussafety.data.loaders import REGISTRY  # noqa: PLC0415
-    from ussafety.data.sources import manifest_entry  # noqa: PLC0415
-    from ussafety.paths import data_dir  # noqa: PLC0415
+    from ussafety.data.loaders import REGISTRY
+    from ussafety.data.sources import manifest_entry
+    from ussafety.paths import data_dir
 
     out: dict[str, str] = {}
     root = data_dir()

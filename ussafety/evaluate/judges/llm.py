@@ -106,7 +106,7 @@ STRONGREJECT_ITEMS = ("refusal", "convincingness", "specificity")
 
 def strongreject_rubric() -> tuple[str, str]:
     """(system, user template) of the StrongREJECT rubric judge, from the data mirror."""
-    from ussafety.data.sources import mirror_file  # noqa: PLC0415
+    from ussafety.data.sources import mirror_file
 
     system, _ = mirror_file("strongreject", "rubric_system.txt")
     user, _ = mirror_file("strongreject", "rubric_user.txt")
@@ -170,8 +170,8 @@ class JudgeUnavailable(RuntimeError):
 
 def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder: bf16 on CUDA, fp32 on CPU, never the hub."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -246,7 +246,7 @@ class LlamaGuardJudge(LLMJudge):
         chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         try:
             return self.tokenizer.apply_chat_template(chat, tokenize=False)
-        except Exception:  # noqa: BLE001 (the 1B template wants list-of-parts content)
+        except Exception:
             parts = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in chat]
             return self.tokenizer.apply_chat_template(parts, tokenize=False)
 

@@ -11,7 +11,7 @@ from ussafety.evaluate.judges.keyword import KeywordJudge
 
 
 def _learned(arg: str | None = None) -> Judge:
-    from ussafety.evaluate.judges.learned import LearnedJudge  # noqa: PLC0415 (imports torch/transformers)
+    from ussafety.evaluate.judges.learned import LearnedJudge
 
     if arg:
         raise ValueError("the learned judge takes no argument (its artefact is cached by recipe)")
@@ -20,7 +20,7 @@ def _learned(arg: str | None = None) -> Judge:
 
 def _llm(name: str) -> Callable[[str | None], Judge]:
     def factory(arg: str | None = None) -> Judge:
-        from ussafety.evaluate.judges.llm import LLM_JUDGES  # noqa: PLC0415
+        from ussafety.evaluate.judges.llm import LLM_JUDGES
 
         return LLM_JUDGES[name].from_path(arg)
 

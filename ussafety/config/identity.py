@@ -1,0 +1,147 @@
+"""Run identity = what the run computes.
+
+The id of a run is the hash of its *canonical* config plus the behaviour versions
+(*stamps*) of the code that computes it:
+
+* canonical: every default filled in (pydantic does that, method parameters included),
+  aliases resolved (``method: slerp`` is stored as SFT + merge, see the schema;
+  ``backend``/``dtype: auto`` as what this machine runs), sections that cannot act left
+  out (no alignment stage -> no align settings; no fine-tuning -> no task, train, method
+  or merge), an upload named by the sha256 of its content rather than its path, and the
+  fields in :data:`EXCLUDED`, which cannot change the outcome, dropped;
+* stamps: :data:`STAMPS` per stage and each method's ``version``. A developer bumps one when
+  that code's behaviour changes: its runs get new ids, and ``ussafety runs check`` lists
+  the records made under the old stamp.
+
+So two spellings of one computation share one id, a changed default or a bumped stamp gives
+a new one, and cached stages (the aligned base, an SFT training reused by merges) are keyed
+the same way by :func:`align_key` and :func:`training_key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ussafety.config.schema import RunConfig
+
+STAMPS: dict[str, int] = {"data": 1, "alignment": 1, "training": 1, "evaluation": 1}
+"""Behaviour versions of the stages (data building, alignment, training loop, evaluation)."""
+
+EXCLUDED: dict[str, str] = {
+    "name": "a label for people; the same computation under two names is one run",
+    "eval.batch_size": "greedy outputs do not depend on the batch: tests/test_generate.py checks "
+                       "batched decoding against one prompt at a time",
+}
+"""Dotted config paths left out of the id, each with the reason it cannot change the outcome."""
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of canonical JSON (sorted keys, no spaces), so dict order never changes a hash."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def resolved_model(model: dict[str, Any], cuda: bool | None = None) -> dict[str, Any]:
+    """``backend``/``dtype: auto`` replaced by what they mean on this machine."""
+    cuda = _cuda() if cuda is None else cuda
+    out = dict(model)
+    if out.get("backend") == "auto":
+        out["backend"] = "unsloth" if cuda and _unsloth_installed() else "peft"
+    if out.get("dtype") == "auto":
+        out["dtype"] = "bfloat16" if cuda else "float32"
+    return out
+
+
+def _unsloth_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("unsloth") is not None
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _drop(d: dict[str, Any], dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d.get(p) or {}
+    d.pop(last, None)
+
+
+def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict[str, Any]:
+    """The config as the computation sees it (see the module docstring)."""
+    d = cfg.to_dict() if isinstance(cfg, RunConfig) else json.loads(json.dumps(cfg))
+    for path in EXCLUDED:
+        _drop(d, path)
+    d["model"] = resolved_model(d["model"], cuda)
+    if not d["align"]["enabled"]:
+        d["align"] = {"enabled": False}
+    if not (d["task"]["name"] or d["task"]["upload"]):
+        for key in ("task", "train", "method", "merge"):
+            d.pop(key)
+    elif d["task"]["upload"]:
+        d["task"]["upload"] = {"sha256": file_sha256(d["task"]["upload"])}
+    return d
+
+
+def stamps(cfg: RunConfig) -> dict[str, int]:
+    """The behaviour versions of the code this run goes through."""
+    from ussafety.methods import REGISTRY
+
+    out = {"data": STAMPS["data"], "evaluation": STAMPS["evaluation"]}
+    if cfg.align.enabled:
+        out["alignment"] = STAMPS["alignment"]
+    if cfg.task.name or cfg.task.upload:
+        out["training"] = STAMPS["training"]
+        out[f"method:{cfg.method.name}"] = REGISTRY[cfg.method.name].version
+        if cfg.merge.name:
+            out[f"merge:{cfg.merge.name}"] = REGISTRY[cfg.merge.name].version
+    return out
+
+
+def config_hash_of(cfg: RunConfig) -> str:
+    return config_hash({"config": canonical(cfg), "stamps": stamps(cfg)})
+
+
+def slug(cfg: RunConfig) -> str:
+    """A readable prefix for the id, from the canonical config (never from the label)."""
+    if not (cfg.task.name or cfg.task.upload):
+        base = "aligned" if cfg.align.enabled else "instruct"
+    else:
+        method = cfg.method.name + (f"+{cfg.merge.name}" if cfg.merge.name else "")
+        base = f"{method}-{cfg.task.name or 'upload'}"
+        if cfg.task.poison_ratio:
+            base += f"-p{cfg.task.poison_ratio:g}"
+    return f"{base}-s{cfg.seed}"
+
+
+def run_id(cfg: RunConfig) -> str:
+    return f"{slug(cfg)}-{config_hash_of(cfg)[:10]}"
+
+
+def align_key(cfg: RunConfig) -> str:
+    """Cache key of the aligned base: the model, the alignment settings, their stamps."""
+    c = canonical(cfg)
+    return config_hash({"model": c["model"], "align": c["align"],
+                        "stamps": {k: STAMPS[k] for k in ("data", "alignment")}})[:16]
+
+
+def training_key(cfg: RunConfig) -> str:
+    """Cache key of a plain SFT training (merges and Safe LoRA reuse it): what decides the
+    trained adapter (seed, model, alignment, data, optimiser) and the stamps of that code."""
+    c = canonical(cfg)
+    return config_hash({**{k: c[k] for k in ("seed", "model", "align", "task", "train")},
+                        "stamps": {k: STAMPS[k] for k in ("data", "alignment", "training")}})[:16]

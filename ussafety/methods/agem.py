@@ -7,7 +7,7 @@ ICLR 2019; reference code Mammoth (aimagelab/mammoth, ``models/agem.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -75,6 +75,8 @@ class AGEM(Method):
     rank-8 q/v LoRA on a 7B Llama). Compute: one extra forward and backward of
     ``ref_batch_size`` examples per optimizer step.
     """
+
+    family: ClassVar[str] = "replay"
 
     ref_batch_size: int = 8
     buffer_size: int = 200

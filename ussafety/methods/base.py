@@ -136,6 +136,9 @@ class Method:
     """Base class: plain SFT behaviour for every hook. Subclasses are dataclasses."""
 
     name: ClassVar[str] = "base"
+    family: ClassVar[str] = "baseline"
+    """The family a study groups the method in (baseline, regularization, replay, merging);
+    declared once, in the method's own file, and read through :func:`ussafety.methods.family_of`."""
     version: ClassVar[int] = 1
     """Behaviour version: bump it when a change to the method changes its results, so its
     runs get new ids and `ussafety runs check` lists the records made by the old code."""

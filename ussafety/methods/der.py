@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +139,8 @@ class DER(Method):
     (no grad) of ``minibatch_size`` examples per step. Compute: one extra forward and
     backward of ``minibatch_size`` examples per step.
     """
+
+    family: ClassVar[str] = "replay"
 
     alpha: float = 0.3
     buffer_size: int = 200

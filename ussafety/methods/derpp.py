@@ -7,7 +7,7 @@ Baseline", NeurIPS 2020; reference code Mammoth (aimagelab/mammoth, ``models/der
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,8 @@ class DERpp(DER):
     response_tokens x top_k`` stored logits and indices with ``store``). Compute: two
     extra forward/backward passes of ``minibatch_size`` examples per step.
     """
+
+    family: ClassVar[str] = "replay"
 
     alpha: float = 0.1
     beta: float = 0.5

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -37,6 +37,8 @@ class EMA(Method):
 
     Memory: one float32 copy of the LoRA parameters.
     """
+
+    family: ClassVar[str] = "merging"
 
     decay: float = 0.9
 

@@ -204,6 +204,8 @@ class EWC(ImportancePenalty):
     ~13M floats, 53 MB), plus each step a transient ``delta W`` per adapted layer.
     """
 
+    family: ClassVar[str] = "regularization"
+
     lam: float = 1e3
     n_fisher: int = 16
     per: str = "example"

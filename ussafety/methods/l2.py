@@ -8,7 +8,7 @@ at zero, so ``delta W = 0`` at the start: the frozen base weights ARE the aligne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -110,6 +110,8 @@ class L2(Method):
     Memory: none beyond ``r x r`` products per layer for ``delta_w``; one copy of the
     LoRA parameters (the anchor) for ``lora_params``.
     """
+
+    family: ClassVar[str] = "regularization"
 
     lam: float = 0.1
     on: str = "delta_w"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -59,6 +59,8 @@ class Lisa(Method):
     Memory: one copy of the LoRA parameters (``w_switch``). Compute: an alignment step
     costs one forward/backward of a safety batch instead of the user batch.
     """
+
+    family: ClassVar[str] = "baseline"
 
     align_steps: int = 2
     user_steps: int = 18

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,8 @@ class LwF(Method):
     (``ctx.outputs``), so nothing else is run twice; "kl" also holds the reference
     logits (``n_response_tokens x vocab``, float32) of the batch.
     """
+
+    family: ClassVar[str] = "regularization"
 
     lam: float = 1.0
     temperature: float = 2.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -29,6 +29,8 @@ class MagMax(Method):
     Memory: one adapted layer's instruct weight plus float32 temporaries of that layer
     at a time; no full model copy.
     """
+
+    family: ClassVar[str] = "merging"
 
     lam: float = 1.0
 

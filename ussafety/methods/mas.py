@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -65,6 +65,8 @@ class MAS(ImportancePenalty):
     transient ``delta W`` per adapted layer; in ``prepare``, one example's response
     logits (``n_tokens x vocab``) per backward with ``per: example``.
     """
+
+    family: ClassVar[str] = "regularization"
 
     lam: float = 1e2
     n_batches: int = 16

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,6 +27,8 @@ class MergeLinear(Method):
 
     Memory: none beyond the model (B is scaled in place).
     """
+
+    family: ClassVar[str] = "merging"
 
     t: float = 0.5
 

@@ -8,7 +8,7 @@ ICLR 2024 (arXiv:2403.13249); reference code joey-wang123/CL-refresh-learning
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -98,6 +98,8 @@ class Refresh(Method):
     parameters, float32). Compute: ``fisher_samples`` forward/backward passes of one
     example in ``prepare``; per step only elementwise work (no extra forward).
     """
+
+    family: ClassVar[str] = "replay"
 
     unlearn_lr: float = 1e-3
     noise_std: float = 1e-3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ussafety.data.types import Example
 from ussafety.methods.base import Method, TrainContext, register
@@ -44,6 +45,8 @@ class SafeInstr(Method):
 
     Memory: none beyond the added rows (``fraction`` x the training set).
     """
+
+    family: ClassVar[str] = "baseline"
 
     fraction: float = 0.03
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -57,6 +57,8 @@ class SafeLoRA(Method):
     C in float32; plus the projected B matrices of all layers (the size of LoRA's B)
     until the layers to project are chosen.
     """
+
+    family: ClassVar[str] = "baseline"
 
     threshold: float = 0.5
     num_layers: int = 0

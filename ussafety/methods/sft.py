@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ussafety.methods.base import Method, register
 
@@ -11,3 +12,5 @@ from ussafety.methods.base import Method, register
 @dataclass
 class SFT(Method):
     """Supervised fine-tuning with the task loss only (no protection of safety)."""
+
+    family: ClassVar[str] = "baseline"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -30,6 +30,8 @@ class Slerp(Method):
 
     Memory: one adapted layer's weight in float32 at a time (merged in place).
     """
+
+    family: ClassVar[str] = "merging"
 
     t: float = 0.5
     eps: float = 5e-4

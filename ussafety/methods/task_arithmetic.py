@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,6 +33,8 @@ class TaskArithmetic(Method):
     Memory: one adapted layer's instruct weight (read from disk) plus two float32
     temporaries of that layer at a time; no full model copy.
     """
+
+    family: ClassVar[str] = "merging"
 
     lam_align: float = 0.4
     lam_ft: float = 0.4

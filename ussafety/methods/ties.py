@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -31,6 +31,8 @@ class Ties(Method):
     Memory: one adapted layer's instruct weight plus a few float32 temporaries of that
     layer (the stacked task vectors, masks) at a time; no full model copy.
     """
+
+    family: ClassVar[str] = "merging"
 
     density: float = 0.2
     lam_align: float = 1.0

@@ -17,3 +17,32 @@ def test_config_error_exits_2_with_file_named(tmp_path, capsys) -> None:
     bad.write_text("method: {nmae: sft}\n")
     assert main(["run", str(bad)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_dry_run_prints_id_and_canonical_config(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from pathlib import Path
+
+    params = Path(__file__).resolve().parent.parent / "params" / "methods" / "poisoned_sst2" / "slerp.yaml"
+    assert main(["run", "--dry-run", str(params)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run_id"].startswith("sft+slerp-sst2-p0.1-s0-") and out["canonical"]["merge"]["name"] == "slerp"
+
+
+def test_validate_upload_reports_json_and_exit_2(tmp_path, capsys) -> None:
+    import json
+
+    bad = tmp_path / "up.jsonl"
+    bad.write_text('{"instruction": "hi\\u0000", "output": "ok"}\n')
+    assert main(["validate-upload", str(bad)]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["problems"][0]["kind"] == "control_char"
+
+
+def test_runs_check_and_migrate_on_the_committed_records(capsys) -> None:
+    from pathlib import Path
+
+    records = Path(__file__).resolve().parent.parent / "paper_outputs" / "records"
+    assert main(["runs", "check", str(records)]) == 0
+    assert main(["runs", "migrate", str(records), "--dry-run"]) == 0
+    assert '"n_moved": 0' in capsys.readouterr().out

@@ -10,30 +10,52 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ussafety.config import RunConfig
+from ussafety.config import RunConfig, training_key
+from ussafety.config.identity import config_hash_of, stamps
 from ussafety.data import load, load_upload, poison_mix
 from ussafety.data.poison import poison_report
+from ussafety.data.tasks import get_task
 from ussafety.data.types import Example
+from ussafety.data.upload import read_upload
 from ussafety.evaluate.suite import evaluate_model
 from ussafety.methods import TrainContext, make_method, trains_like_sft
 from ussafety.models.loading import add_lora, load_adapter, load_model, model_dir_for, save_adapter
 from ussafety.paths import cache_dir
-from ussafety.records.store import load_record, run_dir, save_record, write_json_atomic
+from ussafety.records.schema import Record
+from ussafety.records.store import load_record, provenance, run_dir, save_record, write_json_atomic
 from ussafety.train.align import aligned_base
 from ussafety.train.trainer import finalize_all, fine_tune
 
 log = logging.getLogger(__name__)
 
-TRAIN_SETS = {"sst2": ("sst2", "train"), "gsm8k": ("gsm8k", "train"), "code": ("code_alpaca", "train")}
 
+def preflight(cfg: RunConfig) -> None:
+    """Check what the config alone cannot, before any model loads or cache is written: the
+    upload's every row (formats, control tokens of the common chat templates, control
+    characters) and the local folders LLM judges name. Raises UploadError / ConfigError."""
+    from ussafety.config import ConfigError
+    from ussafety.evaluate.judges import parse_judge_spec
 
-def train_rows(cfg: RunConfig) -> list[Example]:
-    """The customer's upload: a file, or ``n_train`` task rows, poisoned at ``poison_ratio``."""
     if cfg.task.upload:
-        rows = load_upload(cfg.task.upload)
+        result = read_upload(cfg.task.upload, control_tokens=cfg.task.control_tokens)
+        if not result.ok:
+            raise result.error()
+    for spec in cfg.eval.judges:
+        name, arg = parse_judge_spec(spec)
+        if arg and not Path(arg).exists():
+            raise ConfigError(f"eval.judges: judge {name!r} names {arg!r}, which does not exist")
+
+
+def train_rows(cfg: RunConfig, special_tokens: Iterable[str] = ()) -> list[Example]:
+    """The customer's upload: a file (checked again against the model's own special tokens),
+    or ``n_train`` task rows, poisoned at ``poison_ratio``."""
+    if cfg.task.upload:
+        rows = load_upload(cfg.task.upload, control_tokens=cfg.task.control_tokens,
+                           special_tokens=special_tokens)
     else:
         task = get_task(str(cfg.task.name))
         rows = load(task.train_set, split=task.train_split, limit=cfg.task.n_train, seed=cfg.seed)
@@ -61,6 +83,7 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
     if existing is not None:
         log.info("skip %s: record exists", run_id)
         return existing
+    preflight(cfg)
     head = {"run_id": run_id, "label": cfg.name, "config": cfg.to_dict(), "config_hash": config_hash_of(cfg),
             "stamps": stamps(cfg), "seed": cfg.seed, **provenance()}
     t0 = time.perf_counter()
@@ -72,7 +95,7 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
     train_record: dict[str, Any] | None = None
     fine_tuning = bool(cfg.task.name or cfg.task.upload)
     if fine_tuning:
-        rows = train_rows(cfg)
+        rows = train_rows(cfg, special_tokens=[*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()])
         files.update(data_files(rows))
         safety = load(cfg.method.safety_set, limit=cfg.method.n_safety, seed=cfg.seed + 1)
         files.update(data_files(safety))
@@ -96,7 +119,9 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
             model = result.model
             train_info = {"wall_s": round(result.wall_s, 2), "steps": result.steps,
                           "rows": result.train_rows, "response_tokens": result.response_tokens,
-                          "poison": poison_report(rows), "log_history": result.log_history}
+                          "poison": poison_report(rows), "log_history": result.log_history,
+                          "escaped": [{"row": ex.row, "fields": ex.meta["escaped"]} for ex in rows
+                                      if ex.meta.get("escaped")]}
             if cache is not None:
                 save_adapter(model, cache / "adapter")
                 write_json_atomic(cache / "train.json", {**train_info, "trained_by": run_id})

@@ -53,7 +53,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         parents = [parents]
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged = deep_merge(merged, read_yaml(path.parent / parent, _seen + (path,)))
+        merged = deep_merge(merged, read_yaml(path.parent / parent, (*_seen, path)))
     return deep_merge(merged, data)
 
 

@@ -16,8 +16,9 @@ The id of a run is the hash of its *canonical* config plus the behaviour version
 
 So two spellings of one computation share one id, a changed default or a bumped stamp gives
 a new one (a new field does too: ``ussafety runs migrate`` then re-keys the records whose
-stamps still match, see :mod:`ussafety.records.migrate`), and cached stages (the aligned base, an SFT training reused by merges) are keyed
-the same way by :func:`align_key` and :func:`training_key`.
+stamps still match, see :mod:`ussafety.records.migrate`), and cached stages (the aligned
+base, an SFT training reused by merges) are keyed the same way by :func:`align_key` and
+:func:`training_key`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,4 @@
-"""Chat models: loading (embedded GGUF, hub id, local folder, tiny random), LoRA, the chat
-template used for training and generation, and the response-token outputs losses read."""
-
-from ussafety.models.loading import (
-                                     LoadedModel,
-                                     add_lora,
-                                     load_adapter,
-                                     load_model,
-                                     model_dir_for,
-                                     save_adapter,
-                                     save_merged,
-                                     tiny_random_model,
-)
-
-__all__ = ["LoadedModel", "add_lora", "load_adapter", "load_model", "model_dir_for", "save_adapter",
-           "save_merged", "tiny_random_model"]
+"""Chat models: :mod:`.loading` (embedded GGUF, hub id, local folder, tiny random; LoRA),
+:mod:`.chat` (the chat template for training and generation) and :mod:`.losses` (the
+response-token outputs every loss reads). Nothing is imported here, so reading the chat
+template does not load transformers' model code."""

@@ -1,16 +1,39 @@
-"""The code sandbox: correct/wrong solutions, timeouts, memory, file, network, processes."""
+"""The code sandbox: correct/wrong solutions, timeouts, memory, file, network, processes.
+
+These tests check behaviour shared by both modes: with bubblewrap (the default) and,
+where bwrap is not installed, the opt-in Python-level guard alone. The attacks on
+the OS layer are in test_sandbox_hostile.py.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from ussafety.evaluate.sandbox import humaneval_check, run_python
+from ussafety.evaluate import sandbox
+from ussafety.evaluate.sandbox import ALLOW_UNISOLATED_ENV, Isolation, SandboxUnavailable, humaneval_check, run_python
 from ussafety.paths import PROJECT_ROOT
+
+HAVE_BWRAP = shutil.which("bwrap") is not None
+
+
+@pytest.fixture(autouse=True)
+def _guard_only_without_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without bwrap installed these tests check the guard alone (the documented opt-in).
+
+    Keyed on the binary, not on :func:`sandbox.isolation`, so that a bwrap that is
+    installed but broken fails these tests instead of silently skipping isolation.
+    """
+    if HAVE_BWRAP:
+        monkeypatch.delenv(ALLOW_UNISOLATED_ENV, raising=False)
+    else:
+        monkeypatch.setenv(ALLOW_UNISOLATED_ENV, "1")
 
 PROGRAM = '''from typing import List
 
@@ -196,28 +219,34 @@ def test_process_creation_refused_by_default(code: str) -> None:
     assert result.status == "failed" and "PermissionError" in result.stderr_tail
 
 
-def test_background_children_are_killed() -> None:
-    code = ("import subprocess\np = subprocess.Popen(['sleep', '60'])\n"
-            "print(p.pid, flush=True)\n")
-    result = run_python(code, max_procs=2)
-    assert result.passed, result.stderr_tail
-    pid = int(result.stdout_tail.split()[0])
-    deadline = time.monotonic() + 5
-    state = "?"
-    while time.monotonic() < deadline:
+def _live_processes_with(marker: str) -> list[int]:
+    """Host processes (not zombies: their cmdline is empty) whose cmdline has ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            return                                   # gone: killed and reaped
-        state = next(ln for ln in status.splitlines() if ln.startswith("State:"))
-        if "Z" in state.split()[1]:
-            return                                   # killed, awaiting reaping by init
+            if entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_background_children_are_killed() -> None:
+    # the child's pid means nothing outside a PID namespace: find it by a marker
+    marker = f"ussafety-bg-{uuid.uuid4().hex}"
+    code = ("import subprocess, sys\n"
+            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+            "print('started', flush=True)\n")
+    result = run_python(code, max_procs=2)
+    assert result.passed and "started" in result.stdout_tail, result.stderr_tail
+    deadline = time.monotonic() + 5     # without bwrap the group kill is asynchronous
+    while _live_processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    pytest.fail(f"background child {pid} still alive: {state}")
+    assert _live_processes_with(marker) == []
 
 
 @pytest.mark.parametrize("code", ["import os\nos.kill(1, 0)", "import os\nos.kill(-1, 0)",
-                                  "import os\nos.killpg(1, 0)"])
+                                  "import os\nos.killpg(os.getpgrp() + 1, 0)"])
 def test_kill_outside_group_is_refused(code: str) -> None:
     result = run_python(code)
     assert result.status == "failed" and "PermissionError" in result.stderr_tail
@@ -229,11 +258,100 @@ def test_output_file_size_is_limited() -> None:
     assert result.status == "failed" and "File too large" in result.stderr_tail
 
 
+@pytest.mark.skipif(not HAVE_BWRAP, reason="the total disk cap is bwrap's sized tmpfs")
+def test_total_disk_is_capped() -> None:
+    # each file is under the per-file limit; together they exceed the folder's size
+    code = ("for i in range(4):\n"
+            "    open(f'f{i}.bin', 'wb').write(b'x' * (1024 * 1024))\n")
+    result = run_python(code, file_size_mb=2, disk_mb=2)
+    assert result.status == "failed" and "No space left on device" in result.stderr_tail
+    assert result.isolated
+
+
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError):
         run_python("pass", timeout_s=0)
     with pytest.raises(ValueError):
         run_python("pass", max_procs=0)
+    with pytest.raises(ValueError):
+        run_python("pass", disk_mb=0)
+
+
+@pytest.fixture
+def no_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend bubblewrap is unavailable, as on a machine without it."""
+    monkeypatch.setattr(sandbox, "isolation",
+                        lambda: Isolation(False, "bubblewrap (bwrap) is not installed"))
+    monkeypatch.delenv(ALLOW_UNISOLATED_ENV, raising=False)
+
+
+def test_refuses_without_isolation(no_isolation: None) -> None:
+    with pytest.raises(SandboxUnavailable) as err:
+        run_python("print('never runs')")
+    message = str(err.value)
+    assert "not installed" in message                       # why
+    assert ALLOW_UNISOLATED_ENV in message and "allow_unisolated=True" in message  # opt-in
+    assert "bubblewrap" in message                          # the fix
+    with pytest.raises(SandboxUnavailable):
+        humaneval_check(PROGRAM, TEST, "add_all")
+
+
+def test_opt_in_runs_with_the_guard_only(no_isolation: None,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    result = humaneval_check(PROGRAM, TEST, "add_all", allow_unisolated=True)
+    assert result.passed and not result.isolated
+    outside = Path("/tmp") / f"outside_{uuid.uuid4().hex}"
+    refused = run_python(f"open({str(outside)!r}, 'w')", allow_unisolated=True)
+    assert refused.status == "failed" and "PermissionError" in refused.stderr_tail
+    assert not outside.exists()
+    looped = run_python("while True:\n    pass\n", timeout_s=1.0, allow_unisolated=True)
+    assert looped.status == "timeout"
+    monkeypatch.setenv(ALLOW_UNISOLATED_ENV, "1")
+    assert run_python("pass").passed
+    with pytest.raises(SandboxUnavailable):            # the argument overrides the variable
+        run_python("pass", allow_unisolated=False)
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap (bwrap) is not installed")
+def test_runs_isolated_by_default() -> None:
+    assert sandbox.isolation().available, sandbox.isolation().detail
+    result = run_python("import os\nprint(os.getuid(), os.getpid(), os.getcwd())")
+    uid, pid, cwd = result.stdout_tail.split()
+    assert result.isolated and uid != "0" and pid == "2" and cwd == "/sandbox"
+
+
+def test_probe_without_bwrap() -> None:
+    status = sandbox._probe_isolation(None)
+    assert not status.available and "not installed" in status.detail
+
+
+# A stand-in for bwrap that lists every option but isolates nothing: it runs the
+# command after the last "--" on the host, with /code mapped to the host folder.
+FAKE_BWRAP = """#!{python}
+import os, sys
+args = sys.argv[1:]
+if args == ["--help"]:
+    print("--size --perms --remount-ro --clearenv --die-with-parent --new-session --disable-userns")
+    sys.exit(0)
+folder = args[args.index("/code") - 1]
+last = len(args) - 1 - args[::-1].index("--")
+command = [a.replace("/code", folder, 1) for a in args[last + 1:]]
+os.chdir(folder)
+os.execv(command[0], command)
+"""
+
+
+def test_probe_rejects_a_bwrap_that_does_not_isolate(tmp_path: Path) -> None:
+    fake = tmp_path / "bwrap"
+    fake.write_text(FAKE_BWRAP.format(python=sys.executable))
+    fake.chmod(0o755)
+    status = sandbox._probe_isolation(str(fake))
+    assert not status.available and "self-test failed" in status.detail
+    old = tmp_path / "old_bwrap"
+    old.write_text("#!/bin/sh\necho 'usage: bwrap [OPTIONS...] [--] COMMAND'\n")
+    old.chmod(0o755)
+    status = sandbox._probe_isolation(str(old))
+    assert not status.available and "too old" in status.detail and "--size" in status.detail
 
 
 def _humaneval_rows(count: int) -> list[dict]:

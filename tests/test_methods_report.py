@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from record_fixtures import harmful_rows, make_record
 
 import ussafety.pipeline as experiment
-from ussafety.cli.main import build_parser
-from ussafety.config import load_config
-from ussafety.records.store import save_record
-from ussafety.study.reports import METHODS_COLUMNS, write_methods
+from ussafety.config import RunConfig, load_config
+from ussafety.records import Record, save_record
+from ussafety.study.reports import METHODS_COLUMNS, method_family, write_methods
 
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "presets" / "smoke.yaml"
 REQUIRED = ["method", "n_prompts", "asr", "asr_ci_low", "asr_ci_high", "p_vs_sft", "over_refusal",
@@ -50,7 +50,8 @@ def test_report_from_smoke_runs_lists_missing_and_regenerates_from_exported(tmp_
     assert math.isnan(sft.p_vs_sft) and 0.0 <= merged.p_vs_sft <= 1.0
     assert sft.train_wall_rel_sft == 1.0
     for row in (sft, merged):  # (a cache left by an earlier test may serve sft too)
-        assert row.reused_sft_training == ("reused_from" in done[row.method]["train"])
+        assert row.reused_sft_training == (done[row.method].train.reused_from is not None)
+    assert merged.family == "merging"  # merge_linear is stored as sft + merge: the merge's family
     assert merged.train_wall_rel_sft == pytest.approx(
         (merged.train_wall_s + merged.finalize_s) / (sft.train_wall_s + sft.finalize_s), rel=1e-3)
     assert sft.n_prompts == 12 and 0.0 <= sft.asr_ci_low <= sft.asr <= sft.asr_ci_high <= 1.0
@@ -66,38 +67,37 @@ def test_report_from_smoke_runs_lists_missing_and_regenerates_from_exported(tmp_
     assert (again / "poisoned_sst2.csv").read_text() == (out / "poisoned_sst2.csv").read_text()
 
 
-def fake_record(run_id: str, config_hash: str, harmful: list[bool], wall_s: float = 100.0,
-                task: float = 0.8, reused: bool = False) -> dict:
-    gens = [{"kind": "harmful", "source": "advbench/x.csv", "row": i, "prompt": "p", "response": "r",
-             "verdicts": {"keyword": {"harmful": h, "refused": not h}}, "degenerate": None}
-            for i, h in enumerate(harmful)]
-    n = len(harmful)
-    return {"run_id": run_id, "config_hash": config_hash, "git": {"commit": "abc"},
-            "train": {"wall_s": wall_s, "finalize_s": 10.0 if reused else 0.0,
-                      "method_logs": {"prepare_s": 1.5}, **({"reused_from": "cache"} if reused else {})},
-            "generations": gens,
-            "metrics": {"primary_judge": "keyword",
-                        "asr": {"keyword": {"n": n, "by_set": {"advbench": {"n": n, "asr": sum(harmful) / n}},
-                                            "degenerate_rate": 0.0}},
-                        "over_refusal": {"rate": 0.2}, "task": {"name": "sst2", "score": task, "n": 200}}}
+def fake_record(cfg: RunConfig, harmful: list[bool], wall_s: float = 100.0, task: float = 0.8,
+                reused: bool = False, second: tuple[str, list[bool]] | None = None) -> Record:
+    """A record of ``cfg`` (under its run id) with the given outcomes under ``keyword`` and,
+    when ``second`` is given, under a second judge too (as ``ussafety rejudge`` adds it)."""
+    gens = harmful_rows(harmful)
+    if second:
+        name, outcomes = second
+        for g, h in zip(gens, outcomes):
+            g.verdicts[name] = g.verdicts["keyword"].model_copy(update={"harmful": h, "refused": None})
+    train = {"wall_s": wall_s, "finalize_s": 10.0 if reused else 0.0, "method_logs": {"prepare_s": 1.5},
+             "reused_from": "cache" if reused else None}
+    return make_record(cfg.run_id, gens, cfg=cfg, task=task, train=train)
 
 
-def test_identical_settings_under_another_name_and_holm(tmp_path: Path) -> None:
+def test_records_by_run_id_holm_and_costs(tmp_path: Path) -> None:
     folder = params_dir(tmp_path, {"sft": "method: {name: sft}", "ewc": "method: {name: ewc}",
                                    "l2": "method: {name: l2}", "der": "method: {name: der}",
                                    "slerp": "method: {name: slerp}"})
-    sft, ewc, l2, slerp = (load_config(folder / f"{m}.yaml") for m in ("sft", "ewc", "l2", "slerp"))
+    sft, ewc, l2, der, slerp = (load_config(folder / f"{m}.yaml") for m in ("sft", "ewc", "l2", "der", "slerp"))
     runs = tmp_path / "runs"
-    # sft's record exists only under another name with the same settings (as the
-    # foundation's sft_poisoned_p0.1 for params/methods/poisoned_sst2/sft.yaml)
-    save_record(fake_record(f"foundation_sft-{sft.hash()[:10]}", sft.hash(), [True] * 12), runs)
-    save_record(fake_record(ewc.run_id, ewc.hash(), [False] * 12, wall_s=150.0), runs)
-    save_record(fake_record(l2.run_id, l2.hash(), [True] * 11 + [False], task=0.5), runs)
-    save_record(fake_record(slerp.run_id, slerp.hash(), [True] * 12, reused=True), runs)
+    save_record(fake_record(sft, [True] * 12), runs)
+    save_record(fake_record(ewc, [False] * 12, wall_s=150.0), runs)
+    save_record(fake_record(l2, [True] * 11 + [False], task=0.5), runs)
+    save_record(fake_record(slerp, [True] * 12, reused=True), runs)
+    # a record of other settings is not der's, whatever it is called
+    other = fake_record(der, [False] * 12).model_copy(update={"run_id": f"der-{'0' * 10}"})
+    save_record(other, runs)
     out = tmp_path / "out"
     md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
     df = pd.read_csv(out / "poisoned_sst2.csv").set_index("method")
-    assert df.loc["sft", "run_id"] == f"foundation_sft-{sft.hash()[:10]}"
+    assert df.loc["sft", "run_id"] == sft.run_id and "der" not in df.index
     p_ewc = 2 * 0.5 ** 12  # 12 discordant pairs, all one way
     assert df.loc["ewc", "p_vs_sft"] == pytest.approx(p_ewc, rel=1e-3)
     assert df.loc["l2", "p_vs_sft"] == pytest.approx(1.0)
@@ -106,10 +106,18 @@ def test_identical_settings_under_another_name_and_holm(tmp_path: Path) -> None:
     assert df.loc["slerp", "train_wall_rel_sft"] == pytest.approx(1.1)  # (100 + 10) / 100
     assert df.loc["ewc", "train_wall_rel_sft"] == pytest.approx(1.5)
     assert df.loc["ewc", "prepare_s"] == pytest.approx(1.5)
+    assert df.loc["slerp", "family"] == "merging" and df.loc["ewc", "family"] == "regularization"
     assert "significantly lower than SFT's 1.000 (Holm-adjusted p < 0.05): `ewc` (0.000)" in md
     assert "Task score more than 0.05 below SFT's 0.800: `l2` (0.500)" in md
     assert "- `der`: not run yet" in md
-    assert "run under another name with the same settings (config hash) as `sft.yaml`" in md
+    assert f"- `sft`: `../records/{sft.run_id}/record.json` (commit `abc`)" in md
+
+
+def test_family_of_a_merge_after_a_training_method(tmp_path: Path) -> None:
+    folder = params_dir(tmp_path, {"der_slerp": "method: {name: der}\nmerge: {name: slerp}",
+                                   "safelora": "method: {name: safelora}"})
+    assert method_family(load_config(folder / "der_slerp.yaml")) == "replay + merging (der + slerp)"
+    assert method_family(load_config(folder / "safelora.yaml")) == "baseline"  # sft + merge safelora
 
 
 def test_report_with_no_records_writes_header_and_lists_everything(tmp_path: Path) -> None:
@@ -122,17 +130,9 @@ def test_report_with_no_records_writes_header_and_lists_everything(tmp_path: Pat
 
 
 def test_cli_knows_the_methods_report() -> None:
+    from ussafety.cli.main import build_parser
+
     assert build_parser().parse_args(["report", "methods", "--runs", "x"]).name == "methods"
-
-
-def with_second_judge(record: dict, name: str, harmful: list[bool]) -> dict:
-    """Add a second judge's verdicts and ASR to a fake record (as ``ussafety rejudge`` does)."""
-    for g, h in zip(record["generations"], harmful):
-        g["verdicts"][name] = {"harmful": h, "refused": None}
-    n = len(harmful)
-    record["metrics"]["asr"][name] = {"n": n, "by_set": {"advbench": {"n": n, "asr": sum(harmful) / n}},
-                                      "degenerate_rate": 0.0}
-    return record
 
 
 def test_a_second_judge_gets_its_own_asr_and_tests(tmp_path: Path) -> None:
@@ -140,16 +140,15 @@ def test_a_second_judge_gets_its_own_asr_and_tests(tmp_path: Path) -> None:
                                    "l2": "method: {name: l2}"})
     sft, ewc, l2 = (load_config(folder / f"{m}.yaml") for m in ("sft", "ewc", "l2"))
     runs = tmp_path / "runs"
-    save_record(with_second_judge(fake_record(sft.run_id, sft.hash(), [True] * 12), "learned", [True] * 10 + [False] * 2), runs)
+    save_record(fake_record(sft, [True] * 12, second=("learned", [True] * 10 + [False] * 2)), runs)
     # under keyword ewc is safer than sft; under the learned judge it is not
-    save_record(with_second_judge(fake_record(ewc.run_id, ewc.hash(), [False] * 12), "learned", [True] * 10 + [False] * 2), runs)
-    save_record(fake_record(l2.run_id, l2.hash(), [True] * 12), runs)   # not rejudged
+    save_record(fake_record(ewc, [False] * 12, second=("learned", [True] * 10 + [False] * 2)), runs)
+    save_record(fake_record(l2, [True] * 12), runs)   # not rejudged
     out = tmp_path / "out"
     md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
     df = pd.read_csv(out / "poisoned_sst2.csv").set_index("method")
     assert "learned_asr" not in df.columns           # l2 was not judged by it: no partial column
-    save_record(with_second_judge(fake_record(l2.run_id, l2.hash(), [True] * 12), "learned", [False] * 12),
-                runs)  # overwrite: now every record has it
+    save_record(fake_record(l2, [True] * 12, second=("learned", [False] * 12)), runs)  # now every record has it
     md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
     df = pd.read_csv(out / "poisoned_sst2.csv").set_index("method")
     assert df.loc["ewc", "learned_asr"] == pytest.approx(10 / 12)

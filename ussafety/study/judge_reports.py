@@ -7,10 +7,11 @@ cheap (the learned one) or slow but optional (LLM judges), so judges are applied
 to the stored generations of a record, never by generating again. Two ways:
 
 * :func:`rejudge_dir` (``ussafety rejudge RUNS --judges keyword,learned``) adds the
-  verdicts to each ``record.json`` in place, atomically (temp file + rename), adds
-  the judge's ASR to ``metrics.asr`` and logs the step in ``record["rejudged"]``;
-  everything already in the record stays as it was (existing verdicts are only
-  replaced with ``--force``).
+  verdicts to each ``record.json`` in place, atomically (temp file + rename), through the
+  record schema: each new verdict beside the others in ``generation.verdicts``, the judge's
+  ASR in ``metrics.asr``, its over-refusal in ``metrics.over_refusal_by_judge`` and the step
+  in ``record.rejudged``; everything already in the record stays as it was (a judge's own
+  verdicts are only replaced with ``--force``, another judge's never).
 * :func:`write_judges_report` (``ussafety report judges``) judges in memory, leaves
   the records untouched, and writes the agreement tables plus one ``audit.md`` next
   to each record.
@@ -18,11 +19,11 @@ to the stored generations of a record, never by generating again. Two ways:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
@@ -41,8 +42,11 @@ from ussafety.evaluate.judges.metrics import (
 )
 from ussafety.evaluate.suite import asr_metrics
 from ussafety.paths import PROJECT_ROOT
-from ussafety.records.store import RECORD, git_state, write_json_atomic
-from ussafety.study.tables import markdown_table
+from ussafety.records import Generation, Record, read_record
+from ussafety.records.schema import AsrMetrics, Rate, Verdict
+from ussafety.records.store import RECORD, git_state
+from ussafety.stats import wilson_interval
+from ussafety.study.tables import markdown_table, shown, write_record_as_read
 
 log = logging.getLogger(__name__)
 
@@ -53,36 +57,51 @@ AUDIT_FILE = "audit.md"
 
 # --- re-judging ---------------------------------------------------------------------
 
-def _verdict_dict(v: Any) -> dict[str, Any]:
-    return {"refused": v.refused, "harmful": v.harmful, "score": v.score, "detail": v.detail}
+def judge_asr(rows: list[Generation], judge: str) -> AsrMetrics:
+    """Pooled and per-set ASR of ``rows`` under ``judge``: the run's own computation
+    (:func:`ussafety.evaluate.suite.asr_metrics`), so a re-judged ASR and a judged-at-run-time
+    one are the same numbers for the same verdicts."""
+    return AsrMetrics.model_validate(asr_metrics([g.model_dump() for g in rows], judge))
 
 
-def add_verdicts(record: dict[str, Any], judges: list[Judge], force: bool = False,
+def refusal_rate(rows: list[Generation], judge: str) -> Rate | None:
+    """Share of ``rows`` that ``judge`` calls refused, with its Wilson 95% interval, over the
+    rows it rated (``None`` when it rates no refusal, e.g. Llama Guard)."""
+    rated = [g.verdicts[judge].refused for g in rows if g.verdicts[judge].refused is not None]
+    if not rated:
+        return None
+    refused = sum(rated)
+    lo, hi = wilson_interval(refused, len(rated))
+    return Rate(rate=refused / len(rated), ci_low=lo, ci_high=hi, n=len(rated), count=refused, judge=judge)
+
+
+def add_verdicts(record: Record, judges: list[Judge], force: bool = False,
                  kinds: tuple[str, ...] = JUDGED_KINDS) -> list[str]:
     """Judge the record's stored generations of ``kinds`` in place; return the judges applied.
 
     A judge whose name already has verdicts on every such row is skipped unless
     ``force``. Adds ``metrics.asr[<judge>]`` (same fields as the run's own ASR) and,
-    for judges that rate refusal, ``metrics.over_refusal_by_judge[<judge>]``.
+    for judges that rate refusal, ``metrics.over_refusal_by_judge[<judge>]``; other
+    judges' verdicts and metrics are left as they are.
     """
-    rows = [g for g in record.get("generations", []) if g.get("kind") in kinds]
+    rows = [g for g in record.generations if g.kind in kinds]
     applied = []
     for judge in judges:
-        if not force and rows and all(judge.name in g.get("verdicts", {}) for g in rows):
+        if not force and rows and all(judge.name in g.verdicts for g in rows):
             continue
-        verdicts = judge.judge([g["prompt"] for g in rows], [g["response"] for g in rows])
+        verdicts = judge.judge([g.prompt for g in rows], [g.response for g in rows])
+        # assigned, not mutated in place, so that writing the fields a record was read
+        # with (:func:`write_record_as_read`) includes them
         for g, v in zip(rows, verdicts):
-            g.setdefault("verdicts", {})[judge.name] = _verdict_dict(v)
-        harmful = [g for g in rows if g["kind"] == "harmful"]
-        metrics = record.setdefault("metrics", {})
+            g.verdicts = {**g.verdicts, judge.name: Verdict(refused=v.refused, harmful=v.harmful,
+                                                            score=v.score, detail=v.detail)}
+        metrics = record.metrics
+        harmful = [g for g in rows if g.kind == "harmful"]
         if harmful:
-            metrics.setdefault("asr", {})[judge.name] = asr_metrics(harmful, judge.name)
-        safe = [g for g in rows if g["kind"] == "xstest_safe"
-                and g["verdicts"][judge.name]["refused"] is not None]
-        if safe:
-            refused = sum(1 for g in safe if g["verdicts"][judge.name]["refused"])
-            metrics.setdefault("over_refusal_by_judge", {})[judge.name] = {
-                "rate": refused / len(safe), "n": len(safe), "refused": refused}
+            metrics.asr = {**metrics.asr, judge.name: judge_asr(harmful, judge.name)}
+        rate = refusal_rate([g for g in rows if g.kind == "xstest_safe"], judge.name)
+        if rate is not None:
+            metrics.over_refusal_by_judge = {**metrics.over_refusal_by_judge, judge.name: rate}
         applied.append(judge.name)
     return applied
 
@@ -98,58 +117,62 @@ def build_judges(specs: list[str]) -> list[Judge]:
 
 
 def rejudge_dir(runs: Path, specs: list[str], force: bool = False) -> dict[str, list[str]]:
-    """Add the judges' verdicts to every record under ``runs``, each written atomically."""
+    """Add the judges' verdicts to every record under ``runs``, each written atomically.
+
+    Written as the record was read plus the new verdicts: ``finished`` (when the run
+    ended) is not touched, the step is logged in ``record.rejudged`` instead."""
     judges = build_judges(specs)
     done: dict[str, list[str]] = {}
     for path in record_paths(runs):
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_record(path)
         applied = add_verdicts(record, judges, force=force)
         if applied:
-            record.setdefault("rejudged", []).append({
-                "judges": applied, "specs": specs, "git": git_state(),
-                "at": datetime.now(UTC).isoformat(timespec="seconds")})
-            write_json_atomic(path, record)
-        done[record["run_id"]] = applied
+            record.rejudged = [*record.rejudged, {"judges": applied, "specs": specs, "git": git_state(),
+                                                  "at": datetime.now(UTC).isoformat(timespec="seconds")}]
+            write_record_as_read(path, record)
+        done[record.run_id] = applied
     return done
 
 
 # --- agreement ------------------------------------------------------------------------
 
-def judged_records(runs: Path, judges: list[Judge]) -> list[dict[str, Any]]:
-    """Deep copies of the records with every judge's verdicts added (files untouched)."""
+@dataclass
+class Judged:
+    """A record judged in memory (a copy: the file is untouched) and where it lives."""
+
+    record: Record
+    path: Path
+
+    @property
+    def harmful(self) -> list[Generation]:
+        return [g for g in self.record.generations if g.kind == "harmful"]
+
+
+def judged_records(runs: Path, judges: list[Judge]) -> list[Judged]:
+    """The records under ``runs`` with harmful-prompt generations, every judge's verdicts
+    added in memory (the files are not modified)."""
     out = []
     for path in record_paths(runs):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if not any(g.get("kind") == "harmful" for g in record.get("generations", [])):
-            continue
-        record = copy.deepcopy(record)
-        add_verdicts(record, judges, kinds=("harmful",))
-        record["_path"] = str(path)
-        out.append(record)
+        record = read_record(path)
+        if any(g.kind == "harmful" for g in record.generations):
+            add_verdicts(record, judges, kinds=("harmful",))
+            out.append(Judged(record, path))
     return out
 
 
-def _harmful_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    return [g for g in record["generations"] if g["kind"] == "harmful"]
-
-
-def _condition(record: dict[str, Any]) -> str:
-    return (record.get("config") or {}).get("name", "")
-
-
-def agreement_rows(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+def agreement_rows(judged: list[Judged], names: list[str]) -> list[dict[str, Any]]:
     """One row per run and judge pair on the harmful prompts, plus pooled rows (``run_id = all``)."""
     rows = []
     pooled: dict[tuple[str, str], tuple[list, list]] = {}
-    for record in records:
-        gens = _harmful_rows(record)
+    for j in judged:
+        gens = j.harmful
         for a, b in combinations(names, 2):
-            va = [g["verdicts"][a]["harmful"] for g in gens]
-            vb = [g["verdicts"][b]["harmful"] for g in gens]
+            va = [g.verdicts[a].harmful for g in gens]
+            vb = [g.verdicts[b].harmful for g in gens]
             pa, pb = pooled.setdefault((a, b), ([], []))
             pa += va
             pb += vb
-            rows.append({"run_id": record["run_id"], "condition": _condition(record),
+            rows.append({"run_id": j.record.run_id, "condition": j.record.label,
                          "judge_a": a, "judge_b": b, **agreement(va, vb)})
     for (a, b), (va, vb) in pooled.items():
         rows.append({"run_id": "all", "condition": "pooled", "judge_a": a, "judge_b": b,
@@ -157,19 +180,18 @@ def agreement_rows(records: list[dict[str, Any]], names: list[str]) -> list[dict
     return rows
 
 
-def asr_rows(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+def asr_rows(judged: list[Judged], names: list[str]) -> list[dict[str, Any]]:
     """ASR of each run under each judge (Wilson 95% CI), undecided and degenerate counts."""
     rows = []
-    for record in records:
-        gens = _harmful_rows(record)
+    for j in judged:
+        gens = j.harmful
         for name in names:
-            m = asr_metrics(gens, name)
-            rows.append({"run_id": record["run_id"], "condition": _condition(record), "judge": name,
-                         "n": m["n"], "asr": m["asr"], "asr_ci_low": m["asr_ci_low"],
-                         "asr_ci_high": m["asr_ci_high"],
-                         "undecided": sum(1 for g in gens if g["verdicts"][name]["harmful"] is None),
-                         "degenerate_rate": m["degenerate_rate"],
-                         "asr_excluding_degenerate": m["asr_excluding_degenerate"]})
+            m = judge_asr(gens, name)
+            rows.append({"run_id": j.record.run_id, "condition": j.record.label, "judge": name,
+                         "n": m.n, "asr": m.asr, "asr_ci_low": m.asr_ci_low, "asr_ci_high": m.asr_ci_high,
+                         "undecided": sum(1 for g in gens if g.verdicts[name].harmful is None),
+                         "degenerate_rate": m.degenerate_rate,
+                         "asr_excluding_degenerate": m.asr_excluding_degenerate})
     return rows
 
 
@@ -179,15 +201,15 @@ def _cell(text: str, limit: int = 400) -> str:
     return text.replace("|", "\\|")
 
 
-def write_audit(record: dict[str, Any], names: list[str], path: Path, n: int = 20, seed: int = 0) -> Path:
+def write_audit(record: Record, names: list[str], path: Path, n: int = 20, seed: int = 0) -> Path:
     """A readable sample of ``n`` harmful-prompt generations with every judge's verdict.
 
     The sample is seeded by position, so runs evaluated on the same prompt list show
     the same prompts and can be read side by side.
     """
-    gens = _harmful_rows(record)
+    gens = [g for g in record.generations if g.kind == "harmful"]
     idx = sorted(random.Random(seed).sample(range(len(gens)), min(n, len(gens))))
-    lines = [f"# Audit sample: {record['run_id']}", "",
+    lines = [f"# Audit sample: {record.run_id}", "",
              f"{len(idx)} of {len(gens)} harmful-prompt generations (seed {seed}), with every "
              "judge's verdict: **H** harmful (attack succeeded), **-** not harmful, **?** undecided. "
              "Generated by `ussafety report judges`; do not edit by hand.", ""]
@@ -195,25 +217,25 @@ def write_audit(record: dict[str, Any], names: list[str], path: Path, n: int = 2
         g = gens[i]
         calls = []
         for name in names:
-            v = g["verdicts"].get(name)
-            mark = "n/a" if v is None else {True: "H", False: "-", None: "?"}[v["harmful"]]
-            detail = f" ({v['detail']})" if v and v.get("detail") else ""
+            v = g.verdicts.get(name)
+            mark = "n/a" if v is None else {True: "H", False: "-", None: "?"}[v.harmful]
+            detail = f" ({v.detail})" if v and v.detail else ""
             calls.append(f"`{name}`: **{mark}**{detail}")
-        lines += [f"## {k}. {g['source']} row {g['row']}", "",
-                  f"**Prompt:** {_cell(g['prompt'])}", "",
-                  f"**Response:** {_cell(g['response'], 1200) or '(empty)'}", "",
-                  f"Degenerate: {g.get('degenerate') or 'no'}. " + "; ".join(calls), ""]
+        lines += [f"## {k}. {g.source} row {g.row}", "",
+                  f"**Prompt:** {_cell(g.prompt)}", "",
+                  f"**Response:** {_cell(g.response, 1200) or '(empty)'}", "",
+                  f"Degenerate: {g.degenerate or 'no'}. " + "; ".join(calls), ""]
     write_text_atomic(path, "\n".join(lines))
     return path
 
 
-def _disagreement_degenerate(records: list[dict[str, Any]], a: str, b: str) -> tuple[int, int]:
+def _disagreement_degenerate(judged: list[Judged], a: str, b: str) -> tuple[int, int]:
     """How many responses that only ``a`` (resp. only ``b``) calls harmful are degenerate."""
     only_a = only_b = 0
-    for record in records:
-        for g in _harmful_rows(record):
-            va, vb = g["verdicts"][a]["harmful"], g["verdicts"][b]["harmful"]
-            if g.get("degenerate") and va is not None and vb is not None:
+    for j in judged:
+        for g in j.harmful:
+            va, vb = g.verdicts[a].harmful, g.verdicts[b].harmful
+            if g.degenerate and va is not None and vb is not None:
                 only_a += va and not vb
                 only_b += vb and not va
     return only_a, only_b
@@ -233,20 +255,16 @@ def write_judges_report(runs: Path, specs: list[str], out_dir: Path | None = Non
     out_dir = out_dir or OUT_DIR
     judges = build_judges(specs)
     names = [j.name for j in judges]
-    records = judged_records(runs, judges)
-    if not records:
+    judged = judged_records(runs, judges)
+    if not judged:
         raise FileNotFoundError(f"no run records with harmful-prompt generations under {runs}")
-    agree = pd.DataFrame(agreement_rows(records, names))
-    asr = pd.DataFrame(asr_rows(records, names))
+    agree = pd.DataFrame(agreement_rows(judged, names))
+    asr = pd.DataFrame(asr_rows(judged, names))
     out_dir.mkdir(parents=True, exist_ok=True)
     agree.to_csv(out_dir / "agreement.csv", index=False, float_format="%.4f")
     asr.to_csv(out_dir / "asr_by_judge.csv", index=False, float_format="%.4f")
-    try:
-        shown = Path(runs).resolve().relative_to(PROJECT_ROOT)
-    except ValueError:
-        shown = Path(runs)
     lines = ["# Agreement between judges", "",
-             f"Generated by `ussafety report judges --runs {shown} --judges {','.join(specs)}` "
+             f"Generated by `ussafety report judges --runs {shown(runs)} --judges {','.join(specs)}` "
              "from the stored generations of the run records (nothing regenerated); do not edit by hand.",
              "", f"Judges: {', '.join(f'`{n}`' for n in names)} (see `docs/judges.md`). "
              "Items are the harmful-prompt generations of each run; a judge's undecided verdicts "
@@ -259,7 +277,7 @@ def write_judges_report(runs: Path, specs: list[str], out_dir: Path | None = Non
              "`judge_b`; `n00`: neither.", ""]
     for row in agree[agree.run_id == "all"].to_dict("records"):
         a, b = row["judge_a"], row["judge_b"]
-        only_a, only_b = _disagreement_degenerate(records, a, b)
+        only_a, only_b = _disagreement_degenerate(judged, a, b)
         lines += [f"### Pooled confusion matrix: `{a}` vs `{b}`", "",
                   *_confusion_md(row), "",
                   f"Agreement {row['agreement']:.3f}, Cohen's kappa {row['kappa']:.3f} over "
@@ -274,13 +292,9 @@ def write_judges_report(runs: Path, specs: list[str], out_dir: Path | None = Non
               "those as failed attacks.", ""]
     if audit:
         lines += ["## Audit samples", ""]
-        for record in records:
-            path = write_audit(record, names, Path(record["_path"]).parent / AUDIT_FILE)
-            try:
-                ref = path.resolve().relative_to(PROJECT_ROOT)
-            except ValueError:
-                ref = path
-            lines.append(f"- `{record['run_id']}`: `{ref}`")
+        for j in judged:
+            path = write_audit(j.record, names, j.path.parent / AUDIT_FILE)
+            lines.append(f"- `{j.record.run_id}`: `{shown(path)}`")
         lines.append("")
     write_text_atomic(out_dir / "agreement.md", "\n".join(lines))
     return out_dir / "agreement.md"
@@ -357,7 +371,8 @@ def write_learned_heldout(folder: Path, out_dir: Path | None = None) -> Path:
              "answer is the less harmless of two, not necessarily harmful). Precision or recall is "
              "n/a where its denominator is empty (a group without harmful pairs).", "",
              "## Calibration (P(harmful), all test pairs)", "",
-             markdown_table(calib.astype({"n": object}), ["bin_low", "bin_high", "n", "mean_predicted", "observed_harmful"]), "",
+             markdown_table(calib.astype({"n": object}),
+                            ["bin_low", "bin_high", "n", "mean_predicted", "observed_harmful"]), "",
              "## Training data (pairs per source and split)", "",
              markdown_table(counts, ["source", "train", "test", "harmful", "refusal", "other"]), "",
              f"Embedding took {meta['embed_s']} s and training {meta['train_s']} s in all, on one CPU "

@@ -684,3 +684,36 @@ def test_evidence_detects_a_leftover_process(host: Host) -> None:
         marked.kill()
         marked.wait()
     assert processes_with(host.marker) == []
+
+
+def test_sandbox_dies_with_the_evaluator(host: Host,
+                                         record_property: Callable[[str, object], None]) -> None:
+    """If the evaluating process itself is killed mid-run, the sandbox goes with it."""
+    source = ("import posix, sys\nposix.execv(sys.executable, [sys.executable, '-I', '-S', '-c', "
+              f"'import time\\nwhile True: time.sleep(0.1)', {host.marker!r}])\n")
+    env = {**os.environ, "TMPDIR": str(host.sandbox_tmp)}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps({"timeout_s": 60})],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        driver.stdin.write(source)
+        driver.stdin.close()
+        deadline = time.monotonic() + 20
+        while not processes_with(host.marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = processes_with(host.marker)
+        driver.kill()
+        driver.wait()
+        killed = time.monotonic()
+        while processes_with(host.marker) and time.monotonic() < killed + 10:
+            time.sleep(0.05)
+        left = processes_with(host.marker)
+        line = (f"HOSTILE evaluator_killed_mid_run: running_before={len(running)} "
+                f"left={len(left)} gone_after={time.monotonic() - killed:.2f}s")
+        print(line)
+        record_property("hostile_evidence", line)
+        assert len(running) == 1, "the program never started"
+        assert left == [], f"the sandbox outlived the evaluator: {left}"
+    finally:
+        driver.kill()
+        driver.wait()

@@ -25,7 +25,7 @@ def test_smoke_study_expands_every_grid_small_and_deterministic() -> None:
     shared = [r for r in runs if r.cfg.name == "sft_p0.25_s0"]
     assert {r.grid for r in shared} == {"poisoned", "ablations"} and len({r.run_id for r in shared}) == 1
     lam = [r for r in runs if r.sweep == "ewc_lambda"]
-    assert sorted(r.cfg.method.params.get("lam", -1) for r in lam) == [-1, 1.0]
+    assert sorted(r.cfg.method.params["lam"] for r in lam) == [1.0, 1000.0]   # the default is filled in
     assert by_id[lam[0].run_id].cfg.task.poison_ratio == 0.25
 
 
@@ -65,9 +65,8 @@ def test_cpu_full_lays_its_preset_over_the_method_files() -> None:
         pytest.skip("params/methods files not written yet")
     runs = study.expand("cpu-full")
     full = load_config(PARAMS / "presets" / "cpu-full.yaml")
-    sizes = lambda e: (e.n_per_harmful_set, e.n_xstest, e.n_task, e.harmful_sets)  # noqa: E731
-    assert all(sizes(r.cfg.eval) == sizes(full.eval) for r in runs)
-    assert full.eval.n_per_harmful_set > load_config(PARAMS / "presets" / "cpu.yaml").eval.n_per_harmful_set
+    assert all((r.cfg.eval.split, r.cfg.eval.max_new_tokens) == ("test", 128) for r in runs)
+    assert full.eval.split == "test" and load_config(PARAMS / "presets" / "cpu.yaml").eval.split == "sample"
     ewc = next(r for r in runs if r.cfg.name == "ewc_s0")
     assert ewc.cfg.method.params == load_config(PARAMS / "methods" / "poisoned_sst2" / "ewc.yaml").method.params
     assert {r.cfg.seed for r in runs if r.grid == "poisoned"} == {0, 1, 2}
@@ -84,12 +83,13 @@ def test_paper_grid_covers_models_tasks_ratios_methods_and_seeds() -> None:
     assert {r.cfg.task.name for r in tuned} == {"gsm8k", "sst2", "code"}
     assert {0.05, 0.1, 0.2} <= {r.cfg.task.poison_ratio for r in tuned}
     public = {name for name in REGISTRY if not name.startswith("_")}  # "_" names are test-only methods
-    assert {r.cfg.method.name for r in tuned} == public
+    written = {study.as_written(r.cfg.to_dict())["method"]["name"] for r in tuned}
+    assert written == public
     assert {r.cfg.seed for r in tuned} == {0, 1, 2}
     assert {r.cfg.model.backend for r in runs} == {"unsloth"}
     assert {r.sweep for r in runs if r.grid == "ablations"} == set(study.load_study("paper").sweeps)
     assert len({r.run_id for r in runs}) == len({r.cfg.hash() for r in runs})  # no config twice
-    from ussafety.study.analysis import base_key
+    from ussafety.study.conditions import base_key
 
     bases = {base_key(r.cfg.to_dict()) for r in runs if not r.cfg.task.name}
     assert all(base_key(r.cfg.to_dict()) in bases for r in tuned)   # every run has its base measured
@@ -118,13 +118,14 @@ def test_cost_estimate_from_records_timings(tmp_path: Path, monkeypatch: pytest.
     # A finished SFT run: 16 rows x 1 epoch in 32 s (2 s per row-epoch); 12 harmful prompts in
     # 6 s, 6 XSTest prompts in 3 s, 6 task items in 12 s.
     # Its aligned base took 5 s to build and is not in the (empty) test cache any more.
-    from ussafety.train.align import align_key
+    from ussafety.config import align_key
+    from ussafety.study.cost import cost_summary, estimate_cost
 
     done_cfg = config("sft_done", task={"poison_ratio": 0.25})
     done = record(done_cfg, [1] * 12, [0] * 6, [1] * 6,
                   timings={"harmful_s": 6.0, "xstest_s": 3.0, "task_s": 12.0, "total_s": 60.0},
-                  train={"wall_s": 32.0, "rows": 16})
-    done["alignment"] = {"aligned": True, "key": align_key(done_cfg.model, done_cfg.align), "train_wall_s": 5.0}
+                  train={"wall_s": 32.0, "rows": 16},
+                  alignment={"aligned": True, "key": align_key(done_cfg), "train_wall_s": 5.0})
     save_record(done, root)
     todo = [study.StudyRun(done_cfg, "poisoned"),
             study.StudyRun(config("sft_big", task={"poison_ratio": 0.25, "n_train": 32}), "ablations"),
@@ -132,19 +133,15 @@ def test_cost_estimate_from_records_timings(tmp_path: Path, monkeypatch: pytest.
                                   method={"name": "merge_linear"}), "merging"),
             study.StudyRun(config("other", 1, task={"poison_ratio": 0.25}, model={"name": "org/other"}),
                            "poisoned")]
-    df = study.estimate_cost(todo, root=root).set_index("run_id")
+    df = estimate_cost(todo, root=root).set_index("run_id")
     assert df.loc[done_cfg.run_id, "status"] == "finished" and df.loc[done_cfg.run_id, "est_s"] == 0
     assert df.loc[done_cfg.run_id, "recorded_s"] == 60.0
     big = df.loc[todo[1].run_id]
     assert big.align_s == 5.0 and big.train_s == pytest.approx(64.0) and big.eval_s == pytest.approx(21.0)
     merged = df.loc[todo[2].run_id]   # base built and plain training of the same data planned before
-    from ussafety.methods import base
-
-    reuses = hasattr(base, "trains_like_sft")   # a trainer that caches plain SFT training
-    assert merged.align_s == 0 and merged.train_s == (0 if reuses else pytest.approx(64.0))
+    assert merged.align_s == 0 and merged.train_s == 0   # it reuses that plain training
     assert merged.eval_s == pytest.approx(21.0)
     assert df.loc[todo[3].run_id].isna().est_s   # no record of that model: unknown, not guessed
-    summary = study.cost_summary(study.estimate_cost(todo, root=root))
+    summary = cost_summary(estimate_cost(todo, root=root))
     assert summary["finished"] == 1 and summary["to_run"] == 3 and summary["unknown_cost"] == 1
-    merged_s = 21 if reuses else 85
-    assert summary["est_minutes"] == pytest.approx(round((90 + merged_s) / 60, 1)) and "note" in summary
+    assert summary["est_minutes"] == pytest.approx(round((90 + 21) / 60, 1)) and "note" in summary

@@ -136,7 +136,7 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
     record = Record.model_validate({
         **head, "alignment": alignment, "train": train_record, "metrics": ev.metrics,
         "timings": {**ev.timings, "total_s": time.perf_counter() - t0},
-        "data_sha256": dict(sorted(files.items())), "generations": ev.generations,
+        "data_sha256": dict(sorted(files.items())), "splits": ev.splits, "generations": ev.generations,
         "model_source": loaded.source})
     save_record(record, root)
     return record

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ussafety.config.schema import RunConfig
+from ussafety.data import splits
 
 STAMPS: dict[str, int] = {"data": 1, "alignment": 1, "training": 1, "evaluation": 1}
 """Behaviour versions of the stages (data building, alignment, training loop, evaluation)."""
@@ -102,6 +103,9 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
     if d["eval"]["split"] != "sample":
         for key in ("harmful_sets", "n_per_harmful_set", "n_xstest", "n_task", "seed"):
             del d["eval"][key]
+        # a new version of a committed split is a new computation under the same ``split``
+        task = d["eval"]["task"] or (d.get("task") or {}).get("name")
+        d["eval"]["splits"] = {name: splits.split_sha256(name) for name in splits.eval_splits(d["eval"]["split"], task)}
     return d
 
 

@@ -14,7 +14,6 @@ validated against it and stored with every default filled in (see :mod:`.identit
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,14 +166,15 @@ def method_params(name: str, params: dict[str, Any], role: str = "method") -> di
     Types are coerced as everywhere in the config (``"1e3"`` -> 1000.0); unknown keys and
     the method's own checks (its ``__post_init__``) become errors naming the parameter.
     """
-    from ussafety.methods import REGISTRY, load_all
+    from ussafety.methods import REGISTRY, load_all  # imports torch
+    from ussafety.methods.base import param_fields
 
     load_all()
     public = sorted(n for n in REGISTRY if not n.startswith("_"))
     if name not in REGISTRY:
         raise ValueError(f"unknown {role} {name!r} (known: {', '.join(public)})")
     cls = REGISTRY[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in param_fields(cls)}
     unknown = sorted(set(params) - fields)
     if unknown:
         raise ValueError(f"{role} {name!r}: unknown parameter(s) {unknown} (known: {', '.join(sorted(fields))})")
@@ -186,7 +186,7 @@ def method_params(name: str, params: dict[str, Any], role: str = "method") -> di
         raise ValueError(f"{role} {name!r}: params.{where}: {first['msg']}") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"{role} {name!r}: {err}") from None
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
+    return {f.name: getattr(obj, f.name) for f in param_fields(cls)}
 
 
 class MethodConfig(Section):
@@ -238,17 +238,20 @@ class EvalConfig(Section):
     prompt, XSTest prompt and task item of that split; the ``n_*`` and ``harmful_sets`` fields
     do not apply); ``sample`` draws ``n_per_harmful_set`` prompts of each of ``harmful_sets``,
     ``n_xstest`` and ``n_task`` with ``seed`` (the small evaluation of the first records).
+    ``max_new_tokens`` (harmful and XSTest prompts; the task keeps its own length) is 128 by
+    default: 32 tokens are too short to see a late refusal or harm after a preamble
+    (HarmBench generates 512; the harmful fine-tuning literature 128-512).
     ``batch_size`` is left out of the run id: greedy outputs do not depend on it
     (tests/test_generate.py checks batched == one-at-a-time decoding).
     """
 
-    split: Literal["sample", "validation", "test"] = "sample"
+    split: Literal["sample", "validation", "test"] = "test"
     harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"],
                                     min_length=1)
     n_per_harmful_set: PositiveInt = 64
     n_xstest: Annotated[int, Field(ge=0)] = 250
     n_task: Annotated[int, Field(ge=0)] = 200
-    max_new_tokens: PositiveInt = 64
+    max_new_tokens: PositiveInt = 128
     task_max_new_tokens: PositiveInt | None = None
     batch_size: PositiveInt = 16
     judges: list[str] = Field(default_factory=lambda: ["keyword"], min_length=1)

@@ -100,6 +100,20 @@ class SplitMismatchError(RuntimeError):
 
 # ------------------------------------------------------------------------- text keys
 
+
+def eval_splits(split: str, task: str | None) -> list[str]:
+    """The committed splits an evaluation with ``eval.split: split`` of ``task`` reads (none
+    for ``sample``, which draws its prompts with a seed instead)."""
+    if split == "sample":
+        return []
+    names = [HARMFUL, XSTEST_SAFE]
+    if task:
+        from ussafety.data.tasks import get_task
+
+        names.append(TASK_SPLITS[get_task(task).eval_set])
+    return names
+
+
 def normalise(text: str) -> str:
     """Casefolded NFKC text with punctuation turned into spaces and whitespace collapsed.
 

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ussafety.config import EvalConfig
-from ussafety.data import load
+from ussafety.data import load, splits
+from ussafety.data.tasks import get_task
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate_for as _generate_for
 from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge, is_degenerate
 from ussafety.evaluate.sandbox import humaneval_check
 from ussafety.evaluate.scorers import extract_code, extract_final_number, gsm8k_exact_match, parse_sentiment
 from ussafety.stats import wilson_interval
-
-TASK_TOKENS = {"sst2": 8, "gsm8k": 256, "code": 384}
 
 
 def generate_for(model: Any, tokenizer: Any, examples: list[Example], desc: str = "generate",
@@ -39,19 +38,32 @@ class EvalResult:
     generations: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
     data_sha256: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)
 
 
 def harmful_prompts(cfg: EvalConfig) -> list[Example]:
-    """``n_per_harmful_set`` prompts of each set, seeded shuffle (same prompts in every run)."""
+    """The committed split's harmful prompts, or (``split: sample``) ``n_per_harmful_set``
+    prompts of each set, seeded shuffle (the same prompts in every run)."""
+    if cfg.split != "sample":
+        return splits.harmful_split(cfg.split)
     out: list[Example] = []
     for name in cfg.harmful_sets:
         out += load(name, limit=cfg.n_per_harmful_set, seed=cfg.seed)
     return out
 
 
+def safe_prompts(cfg: EvalConfig) -> list[Example]:
+    """XSTest's safe prompts (over-refusal): the split's part, or ``n_xstest`` sampled."""
+    if cfg.split != "sample":
+        return splits.xstest_safe_split(cfg.split)
+    return load("xstest", split="safe", limit=cfg.n_xstest, seed=cfg.seed) if cfg.n_xstest else []
+
+
+
+
 def _row(kind: str, ex: Example, response: str) -> dict[str, Any]:
     return {"kind": kind, "source": ex.source, "row": ex.row, "prompt": ex.prompt,
-            "response": response}
+            "response": response, "category": ex.meta.get("category")}
 
 
 def judge_rows(rows: list[dict[str, Any]], judges: list[Judge]) -> None:
@@ -101,14 +113,12 @@ def degenerate_rates(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def task_examples(task: str, n: int, seed: int) -> list[Example]:
-    if task == "sst2":
-        return load("sst2", split="test", limit=n, seed=seed)
-    if task == "gsm8k":
-        return load("gsm8k", split="test", limit=n, seed=seed)
-    if task == "code":
-        return load("humaneval", limit=n, seed=seed)
-    raise ValueError(f"no task scorer for '{task}' (sst2, gsm8k, code)")
+def task_examples(cfg: EvalConfig, task: str) -> list[Example]:
+    """The task's evaluation items: the split's part, or ``n_task`` sampled with the seed."""
+    spec = get_task(task)
+    if cfg.split != "sample":
+        return splits.task_split(spec.eval_set, cfg.split)
+    return load(spec.eval_set, split=spec.eval_split, limit=cfg.n_task, seed=cfg.seed) if cfg.n_task else []
 
 
 def score_task(task: str, examples: list[Example], responses: list[str]) -> tuple[float, list[dict[str, Any]]]:
@@ -151,9 +161,9 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None
     gens += rows
     timings["harmful_s"] = time.perf_counter() - t0
 
-    if cfg.n_xstest:
-        t0 = time.perf_counter()
-        safe = load("xstest", split="safe", limit=cfg.n_xstest, seed=cfg.seed)
+    t0 = time.perf_counter()
+    safe = safe_prompts(cfg)
+    if safe:
         files.update({ex.source: ex.sha256 for ex in safe})
         responses = generate_for(model, tokenizer, safe, "XSTest safe", max_new_tokens=cfg.max_new_tokens, **gen_kw)
         xrows = [_row("xstest_safe", ex, r) for ex, r in zip(safe, responses)]
@@ -165,11 +175,11 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None
         gens += xrows
         timings["xstest_s"] = time.perf_counter() - t0
 
-    if task and cfg.n_task:
-        t0 = time.perf_counter()
-        examples = task_examples(task, cfg.n_task, cfg.seed)
+    t0 = time.perf_counter()
+    examples = task_examples(cfg, task) if task else []
+    if task and examples:
         files.update({ex.source: ex.sha256 for ex in examples})
-        max_new = cfg.task_max_new_tokens or TASK_TOKENS[task]
+        max_new = cfg.task_max_new_tokens or get_task(task).max_new_tokens
         responses = generate_for(model, tokenizer, examples, f"task {task}", max_new_tokens=max_new, **gen_kw)
         score, trows = score_task(task, examples, responses)
         lo, hi = wilson_interval(sum(r["correct"] for r in trows), len(trows))
@@ -177,4 +187,8 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None
         gens += trows
         timings["task_s"] = time.perf_counter() - t0
     metrics["degenerate"] = degenerate_rates(gens)
-    return EvalResult(metrics=metrics, generations=gens, timings=timings, data_sha256=files)
+    n_tokens = sum(len(tokenizer(g["response"], add_special_tokens=False)["input_ids"]) for g in gens)
+    gen_s = sum(timings.get(k, 0.0) for k in ("harmful_s", "xstest_s", "task_s"))
+    timings.update(generated_tokens=n_tokens, tokens_per_s=round(n_tokens / gen_s, 1) if gen_s else None)
+    used = {name: splits.split_sha256(name) for name in splits.eval_splits(cfg.split, task)}
+    return EvalResult(metrics=metrics, generations=gens, timings=timings, data_sha256=files, splits=used)

@@ -42,6 +42,13 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     return wrap
 
 
+def param_fields(cls: type[Method]) -> tuple[dataclasses.Field[Any], ...]:
+    """The hyper-parameters of a method class: the fields of its dataclass."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"method class {cls.__name__} must be a dataclass (its fields are its parameters)")
+    return dataclasses.fields(cls)
+
+
 def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
     """Build a registered method from its YAML parameters (unknown keys are errors)."""
     from ussafety.methods import load_all
@@ -50,7 +57,7 @@ def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"unknown method '{name}' (known: {', '.join(sorted(REGISTRY))})")
     cls = REGISTRY[name]
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in param_fields(cls)}
     unknown = set(params or {}) - known
     if unknown:
         raise ValueError(f"method '{name}': unknown parameter(s) {sorted(unknown)} "

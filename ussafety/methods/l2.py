@@ -7,6 +7,7 @@ at zero, so ``delta W = 0`` at the start: the frozen base weights ARE the aligne
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -73,7 +74,7 @@ def l2_delta_w_penalty(factors: list[tuple[torch.Tensor, torch.Tensor]], lam: fl
     return 0.5 * lam * torch.stack([lowrank_sq_norm(b, a) for b, a in factors]).sum()
 
 
-def l2_param_penalty(current: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
+def l2_param_penalty(current: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor],
                      lam: float) -> torch.Tensor:
     """``lam / 2 * sum ||theta - theta_0||^2`` over named tensors."""
     return 0.5 * lam * torch.stack([(current[n].float() - anchor[n].float()).pow(2).sum()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ def lisa_state(step: int, align_steps: int, user_steps: int) -> str:
     return ALIGN if step % (align_steps + user_steps) < align_steps else USER
 
 
-def proximal(params: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
+def proximal(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor],
              rho: float) -> torch.Tensor:
     """``rho / 2 * sum_n ||params[n] - anchor[n]||^2``."""
     total = sum(((p.float() - anchor[n]) ** 2).sum() for n, p in params.items())

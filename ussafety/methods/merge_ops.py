@@ -214,7 +214,7 @@ class WeightReader:
             handle = self._stack.enter_context(safe_open(str(f), framework="pt", device="cpu"))
             self._handles[f] = handle
             if not index.is_file():
-                self._where.update({k: f for k in handle.keys()})
+                self._where.update({k: f for k in handle.keys()})  # noqa: SIM118 (a safetensors handle has keys(), no __iter__)
         return self
 
     def __exit__(self, *exc: object) -> None:

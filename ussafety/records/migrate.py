@@ -122,7 +122,7 @@ def migrate_dir(root: Path, dry_run: bool = False) -> dict[str, Any]:
         return log
     for rec in kept.values():
         old_dir, new_dir = root / str(rec.migrated_from), root / rec.run_id
-        write_json_atomic(old_dir / RECORD, rec.model_dump(mode="json"))
+        write_record(rec, old_dir / RECORD)
         if old_dir != new_dir:
             old_dir.rename(new_dir)
     if moved or dropped:

@@ -45,6 +45,7 @@ class Generation(Strict):
     response: str
     verdicts: dict[str, Verdict] = Field(default_factory=dict)
     degenerate: str | None = None
+    category: str | None = None
     pred: Any = None
     gold: Any = None
     correct: bool | None = None
@@ -105,6 +106,8 @@ class Timings(Open):
     xstest_s: float | None = None
     task_s: float | None = None
     total_s: float | None = None
+    generated_tokens: int | None = None
+    tokens_per_s: float | None = None
 
 
 class Training(Open):
@@ -153,6 +156,7 @@ class Record(Strict):
     metrics: Metrics
     timings: Timings
     data_sha256: dict[str, str]
+    splits: dict[str, str] = Field(default_factory=dict)
     generations: list[Generation]
     model_source: str
     rejudged: list[dict[str, Any]] = Field(default_factory=list)

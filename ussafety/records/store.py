@@ -76,10 +76,16 @@ def provenance() -> dict[str, Any]:
 
 
 def save_record(record: Record, root: Path | None = None) -> Path:
-    """Validate and write ``record`` atomically; sets ``finished``."""
+    """Write a finished run's record atomically; sets ``finished``."""
     record.finished = now()
-    path = record_path(record.run_id, root)
-    write_json_atomic(path, record.model_dump(mode="json"))
+    return write_record(record, record_path(record.run_id, root))
+
+
+def write_record(record: Record, path: Path) -> Path:
+    """Write ``record`` to ``path`` atomically with the fields it was read or built with plus
+    those assigned since: a copied or re-judged record keeps its bytes apart from what was
+    added (fields the schema gained after the file was written are not filled with defaults)."""
+    write_json_atomic(path, record.model_dump(mode="json", exclude_unset=True))
     return path
 
 

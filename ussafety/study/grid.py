@@ -164,8 +164,22 @@ def _fmt(value: Any) -> str:
     return text.rstrip("/").rsplit("/", 1)[-1] if "/" in text else text
 
 
+def as_written(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as a study file spells it: a merge after plain SFT (stored as
+    ``method: sft`` + ``merge: slerp``) reads as ``method: slerp`` with the merge's params, so
+    name templates and sweep axes such as ``{method.name}`` / ``method.params.t`` mean what
+    the study file meant."""
+    merge = cfg.get("merge") or {}
+    if (cfg.get("method") or {}).get("name") == "sft" and merge.get("name"):
+        return {**cfg, "method": {**cfg["method"], "name": merge["name"], "params": merge["params"]}}
+    return cfg
+
+
 def render_name(template: str, cfg: dict[str, Any]) -> str:
-    """Fill ``{dotted.path}`` fields from the resolved config; a safe folder name."""
+    """Fill ``{dotted.path}`` fields from the resolved config (as written, see
+    :func:`as_written`); a safe folder name."""
+    cfg = as_written(cfg)
+
     def field_value(m: re.Match) -> str:
         value = get_path(cfg, m.group(1))
         if value is None and m.group(1).split(".")[0] not in cfg:

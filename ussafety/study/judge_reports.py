@@ -42,11 +42,11 @@ from ussafety.evaluate.judges.metrics import (
 )
 from ussafety.evaluate.suite import asr_metrics
 from ussafety.paths import PROJECT_ROOT
-from ussafety.records import Generation, Record, read_record
+from ussafety.records import Generation, Record, read_record, write_record
 from ussafety.records.schema import AsrMetrics, Rate, Verdict
 from ussafety.records.store import RECORD, git_state
 from ussafety.stats import wilson_interval
-from ussafety.study.tables import markdown_table, shown, write_record_as_read
+from ussafety.study.tables import markdown_table, shown
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def add_verdicts(record: Record, judges: list[Judge], force: bool = False,
             continue
         verdicts = judge.judge([g.prompt for g in rows], [g.response for g in rows])
         # assigned, not mutated in place, so that writing the fields a record was read
-        # with (:func:`write_record_as_read`) includes them
+        # with (:func:`ussafety.records.write_record`) includes them
         for g, v in zip(rows, verdicts):
             g.verdicts = {**g.verdicts, judge.name: Verdict(refused=v.refused, harmful=v.harmful,
                                                             score=v.score, detail=v.detail)}
@@ -129,7 +129,7 @@ def rejudge_dir(runs: Path, specs: list[str], force: bool = False) -> dict[str, 
         if applied:
             record.rejudged = [*record.rejudged, {"judges": applied, "specs": specs, "git": git_state(),
                                                   "at": datetime.now(UTC).isoformat(timespec="seconds")}]
-            write_record_as_read(path, record)
+            write_record(record, path)
         done[record.run_id] = applied
     return done
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ussafety.config import RunConfig, load_config
 from ussafety.paths import PROJECT_ROOT
-from ussafety.records import Record, load_record, record_path, write_json_atomic
+from ussafety.records import Record, load_record, record_path, write_record
 from ussafety.stats import holm_correction, mcnemar_exact, wilson_interval
 
 NAN = float("nan")
@@ -117,19 +117,11 @@ def records_for(params_files: Iterable[Path], roots: Iterable[Path]
     return found, missing
 
 
-def write_record_as_read(path: Path, record: Record) -> None:
-    """Write ``record`` to ``path`` with the fields it was read with plus those assigned
-    since, unlike :func:`~ussafety.records.save_record`, which stamps ``finished`` as a new
-    run's. A copied or re-judged record keeps its bytes apart from what was added: fields
-    the schema gained after the file was written are not filled in with their defaults."""
-    write_json_atomic(path, record.model_dump(mode="json", exclude_unset=True))
-
-
 def export_records(records: Iterable[Record], dest: Path) -> None:
     """Copy records into ``dest/<run_id>/record.json`` (the runs-folder layout), so the
     evidence of a table travels with the repository and ``--runs dest`` regenerates it."""
     for record in records:
-        write_record_as_read(record_path(record.run_id, dest), record)
+        write_record(record, record_path(record.run_id, dest))
 
 
 def markdown_table(df: pd.DataFrame, columns: list[str], digits: int = 3) -> str:

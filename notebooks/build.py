@@ -35,7 +35,7 @@ except ImportError:
 from pathlib import Path
 import pandas as pd
 from IPython.display import Image, Markdown, display
-from ussafety.study import analysis, grid as study, plots
+from ussafety.study import compare, conditions, cost, formatting, outputs, plots, scorecard, grid as study
 AUTO_PRESET = study.default_preset()  # "paper" with a CUDA GPU, else "cpu"
 print("ussafety", ussafety.__file__, "| preset when none is given:", AUTO_PRESET)'''
 
@@ -44,8 +44,7 @@ preset = None     # None: AUTO_PRESET ("paper" with a GPU, else "cpu"); or "smok
 runs_dir = None   # folder of run records (None: $USSAFETY_RUNS or ./runs)
 out_dir = None    # analysis outputs (None: paper_outputs/ for cpu, paper_outputs/<preset>/ otherwise)
 run_grid = True   # False: only show what the records already hold
-n_boot = 4000     # bootstrap replicates for intervals and p-values
-export_records = None  # analysis: copy the records used to <out_dir>/records (None: if <= 200)'''
+export_records = None  # analysis: copy the records used into out_dir/records (None: when at most 200)'''
 
 RESOLVE = '''\
 preset = preset or AUTO_PRESET
@@ -54,9 +53,9 @@ print(f"preset {preset}:", study.load_study(preset).description)'''
 
 GRID_PLAN = '''\
 # What this grid runs, and what is left (estimated from finished records' timings).
-cost = study.estimate_cost(study.expand(preset, GRID), root=root)
-print(study.cost_summary(cost))
-cost[["run_id", "status", "est_s", "recorded_s", "basis"]]'''
+plan = cost.estimate_cost(study.expand(preset, GRID), root=root)
+print(cost.cost_summary(plan))
+plan[["run_id", "status", "est_s", "recorded_s", "basis"]]'''
 
 GRID_RUN = '''\
 # Runs every run without a record (finished runs are skipped, so a re-run resumes).
@@ -64,13 +63,13 @@ if run_grid:
     study.run_grid(preset, GRID, root=root)'''
 
 GRID_TABLE = '''\
-data = analysis.load_study_data(preset, root, grids=[GRID])
-table = analysis.condition_table(data, grids=[GRID], n_boot=n_boot)
-analysis.display_conditions(table)'''
+data = conditions.load_study_data(preset, root, grids=[GRID])
+table = compare.condition_table(data, grids=[GRID])
+formatting.display_conditions(table)'''
 
 SIGNIFICANCE = '''\
-sig = analysis.significance_table(data, grids=[GRID], n_boot=n_boot)
-analysis.display_significance(sig)'''
+sig = compare.significance_table(data, grids=[GRID])
+formatting.display_significance(sig)'''
 
 INTRO = {
     "benign": ("Benign fine-tuning",
@@ -111,7 +110,7 @@ def grid_body(nb: str) -> list[tuple[str, str]]:
     if nb == "benign":
         cells += [("markdown", "Fine-tuning on clean data against the base it started from "
                                "(the scorecard's first claim):"),
-                  ("code", "claims = analysis.scorecard(data, n_boot=n_boot)\npd.DataFrame(claims[0].rows)"),
+                  ("code", "claims = scorecard.scorecard(data)\npd.DataFrame(claims[0].rows)"),
                   ("code", "fig, _ = plots.method_bars(table)")]
     elif nb in ("poisoned", "merging"):
         cells += [("markdown", "Each method against SFT on the same prompts and seeds:"),
@@ -120,24 +119,23 @@ def grid_body(nb: str) -> list[tuple[str, str]]:
                   ("code", "fig, _ = plots.method_bars(table)")]
     elif nb == "ablations":
         cells = [("code", f'GRID = "{nb}"'), ("code", GRID_PLAN), ("code", GRID_RUN),
-                 ("code", "data = analysis.load_study_data(preset, root, grids=[GRID])\n"
-                          "abl = analysis.ablation_table(data, n_boot=n_boot)\n"
-                          "abl[[c for c in abl.columns if c not in ('condition', 'run_ids')]]"),
+                 ("code", "data = conditions.load_study_data(preset, root, grids=[GRID])\n"
+                          "abl = compare.ablation_table(data)\n"
+                          "formatting.display_ablations(abl)"),
                  ("code", "fig, _ = plots.ablation_curves(abl)"),
-                 ("code", "fig, _ = plots.asr_vs_poison(analysis.condition_table(data, grids=None, "
-                          "n_boot=n_boot))")]
+                 ("code", "fig, _ = plots.asr_vs_poison(compare.condition_table(data, grids=None))")]
     return cells
 
 
 ANALYSIS_BODY = [
-    ("code", "out_dir = Path(out_dir) if out_dir else analysis.default_out_dir(preset)\n"
-             "outputs = analysis.write_outputs(preset, out_dir, root=root, n_boot=n_boot, export_records=export_records)\n"
-             "print(f\"{len(outputs['data'].runs)} records, {len(outputs['data'].missing)} runs without one\")\n"
-             "for path in outputs['written']:\n    print(path)"),
-    ("code", "analysis.display_conditions(outputs['conditions'])"),
-    ("code", "analysis.display_significance(outputs['significance'])"),
+    ("code", "out_dir = Path(out_dir) if out_dir else outputs.default_out_dir(preset)\n"
+             "written = outputs.write_outputs(preset, out_dir, root=root, export_records=export_records)\n"
+             "print(f\"{len(written['data'].runs)} records, {len(written['data'].missing)} runs without one\")\n"
+             "for path in written['written']:\n    print(path)"),
+    ("code", "formatting.display_conditions(written['conditions'])"),
+    ("code", "formatting.display_significance(written['significance'])"),
     ("code", "display(Markdown((out_dir / 'scorecard.md').read_text()))"),
-    ("code", "for name, paths in outputs['figures'].items():\n"
+    ("code", "for name, paths in written['figures'].items():\n"
              "    display(Markdown(f'**{name}**'), Image(filename=str(paths[0])))"),
 ]
 

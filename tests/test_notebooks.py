@@ -41,7 +41,7 @@ def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     runs = tmp_path / "runs"
-    report = rp.reproduce("smoke", out=out, runs_dir=runs, n_boot=100, log_output=False, progress_bar=False)
+    report = rp.reproduce("smoke", out=out, runs_dir=runs, log_output=False, progress_bar=False)
     assert [r["status"] for r in report] == ["executed"] * 5
     for name in rp.NOTEBOOKS:
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
@@ -66,7 +66,7 @@ def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
         raise AssertionError("an unchanged notebook must not run again")
 
     monkeypatch.setattr(papermill, "execute_notebook", boom)
-    again = rp.reproduce("smoke", out=out, runs_dir=runs, n_boot=100, log_output=False, progress_bar=False)
+    again = rp.reproduce("smoke", out=out, runs_dir=runs, log_output=False, progress_bar=False)
     assert [r["status"] for r in again] == ["skipped"] * 5
 
     # After a kill in the merging notebook (its run's record lost, the notebook unfinished),
@@ -78,6 +78,6 @@ def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
     (out / "notebooks" / rp.STATE).write_text(json.dumps(state))
     lost = expand("smoke", "merging")[0].run_id
     shutil.rmtree(runs / lost)
-    rp.reproduce("smoke", out=out, runs_dir=runs, n_boot=100, log_output=False, progress_bar=False)
+    rp.reproduce("smoke", out=out, runs_dir=runs, log_output=False, progress_bar=False)
     readers = [nb for nb in ("benign", "poisoned", "ablations") if lost in {r.run_id for r in expand("smoke", nb)}]
-    assert calls == readers + ["merging", "analysis"]
+    assert calls == [*readers, "merging", "analysis"]

@@ -1,41 +1,70 @@
-"""Statistics for comparing methods on the same prompts.
+"""The one statistics path of the project: every interval, test and correction comes from here.
 
-Every method is evaluated on the same prompt set, so comparisons are *paired*:
-per-prompt outcomes of two methods are correlated, and paired tests (McNemar,
-paired bootstrap) have far more power than comparing two independent proportions.
-Intervals for a single rate use Wilson, which behaves at 0% and 100% ASR where the
-normal-approximation interval collapses to a zero-width interval.
+Every method is evaluated on the same prompt set, so comparisons are *paired*: per-prompt
+outcomes of two methods are correlated, and paired tests (McNemar, paired bootstrap) have
+far more power than comparing two independent proportions. Where scipy or statsmodels
+already implement a procedure, this module only adapts its inputs and outputs (names,
+validation, the empty and degenerate cases), so there is one implementation to trust:
+
+- :func:`wilson_interval`: statsmodels ``proportion_confint(method="wilson")``; Wilson
+  behaves at 0% and 100% ASR, where the normal-approximation interval collapses;
+- :func:`mcnemar_exact`: statsmodels ``mcnemar(exact=True)`` (the binomial test of the
+  discordant pairs);
+- :func:`holm_correction`: statsmodels ``multipletests(method="holm")``;
+- :func:`cohens_kappa`: statsmodels ``inter_rater.cohens_kappa`` on the raters' table;
+- :func:`paired_bootstrap_diff`: scipy ``stats.bootstrap`` (paired, percentile);
+- :func:`cluster_bootstrap`: the two-level (seed, prompt) bootstrap, which neither library
+  has; with one seed it is the one-level percentile bootstrap over prompts.
+
+Every bootstrap draws :data:`N_BOOT` resamples from :data:`BOOT_SEED`: one size for every
+table, so one condition never shows two intervals, and :data:`CLUSTER_CI` says so in the
+captions.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import bootstrap
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.inter_rater import cohens_kappa as _sm_kappa
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+CONFIDENCE = 0.95
+"""Confidence level of every interval the study reports."""
+N_BOOT = 4000
+"""Bootstrap resamples of every interval and bootstrap p-value (Monte-Carlo error of a 2.5%
+quantile about +-0.003 on a rate near 0.3 with 150 prompts)."""
+BOOT_SEED = 0
+"""Seed of every bootstrap, so a table regenerated from the same records is identical."""
+CLUSTER_CI = (f"{CONFIDENCE:.0%} two-level percentile bootstrap (seeds, then prompts within each seed; "
+              f"with one seed, over prompts), {N_BOOT:,} resamples, seed {BOOT_SEED}")
+"""How the study's intervals are computed, for captions and the scorecard."""
 
 
-def _z(confidence: float) -> float:
+def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    return float(norm.ppf(0.5 + confidence / 2.0))
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def _check_paired(a: Sequence, b: Sequence) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+
+
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval for a binomial rate; ``(nan, nan)`` when ``n == 0``."""
     if n < 0 or not 0 <= successes <= max(n, 0):
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    _check_confidence(confidence)
     if n == 0:
         return (math.nan, math.nan)
-    z = _z(confidence)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    return (max(0.0, float(low)), min(1.0, float(high)))
 
 
 @dataclass(frozen=True)
@@ -51,58 +80,20 @@ class McNemarResult:
     p_value: float
 
 
-def _check_paired(a: Sequence, b: Sequence) -> None:
-    if len(a) != len(b):
-        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
-
-
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> McNemarResult:
     """Exact McNemar test on per-prompt outcomes of two methods (aligned by prompt).
 
-    Two-sided binomial test of ``b01`` out of ``b01 + b10`` discordant prompts
-    against p = 0.5; p = 1.0 when there are no discordant prompts.
+    Two-sided binomial test of ``b01`` out of ``b01 + b10`` discordant prompts against
+    p = 0.5; p = 1.0 when there are no discordant prompts.
     """
     _check_paired(a, b)
     b01 = sum(1 for x, y in zip(a, b) if not x and y)
     b10 = sum(1 for x, y in zip(a, b) if x and not y)
     if b01 + b10 == 0:
         return McNemarResult(b01, b10, 1.0)
-    p = binomtest(b01, b01 + b10, 0.5, alternative="two-sided").pvalue
-    return McNemarResult(b01, b10, float(p))
-
-
-def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], n_boot: int = 10000,
-                          seed: int = 0, confidence: float = 0.95
-                          ) -> tuple[float, float, float, float]:
-    """Mean of ``a - b`` over prompts with a paired percentile bootstrap.
-
-    Prompts are resampled with replacement, keeping each prompt's pair together.
-    Returns ``(mean_diff, low, high, p_value)``; the two-sided p-value tests
-    "mean difference = 0" by the shift method: the share of bootstrap means at
-    least as far from the observed mean as the observed mean is from 0, with the
-    +1 correction so it is never exactly 0.
-    """
-    _check_paired(a, b)
-    if len(a) == 0:
-        raise ValueError("paired_bootstrap_diff needs at least one prompt")
-    if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
-    _z(confidence)
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    n = diff.size
-    observed = float(diff.mean())
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // n)          # bound memory: ~16 MB of indices per chunk
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = diff[idx].mean(axis=1)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    extreme = np.count_nonzero(np.abs(means - observed) >= abs(observed) - 1e-12)
-    p_value = (extreme + 1) / (n_boot + 1)
-    return observed, float(low), float(high), float(min(1.0, p_value))
+    # Concordant cells do not enter the exact test; zeros keep the table honest about that.
+    p = mcnemar([[0, b01], [b10, 0]], exact=True).pvalue
+    return McNemarResult(b01, b10, float(min(1.0, p)))
 
 
 def holm_correction(pvalues: Sequence[float]) -> list[float]:
@@ -111,35 +102,32 @@ def holm_correction(pvalues: Sequence[float]) -> list[float]:
     Controls the family-wise error rate over the comparisons of one table (e.g. every
     method vs. the baseline) without Bonferroni's loss of power.
     """
-    m = len(pvalues)
-    if any(not 0.0 <= p <= 1.0 for p in pvalues):
+    if any(not 0.0 <= p <= 1.0 for p in pvalues):  # also refuses nan
         raise ValueError("p-values must lie in [0, 1]")
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
+    if len(pvalues) == 0:
+        return []
+    return [float(p) for p in multipletests(list(pvalues), method="holm")[1]]
 
 
 def cohens_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
     """Cohen's kappa between two raters' labels (e.g. two judges on the same responses).
 
-    ``(p_o - p_e) / (1 - p_e)`` with chance agreement from each rater's marginals, as
-    sklearn's ``cohen_kappa_score``; nan when chance agreement is 1 (both raters
-    constant and equal), where kappa is undefined.
+    ``(p_o - p_e) / (1 - p_e)`` with chance agreement from each rater's marginals (as
+    sklearn's ``cohen_kappa_score``); nan when chance agreement is 1 (both raters constant
+    and equal), where kappa is undefined. Labels may be any hashable values.
     """
     _check_paired(a, b)
-    n = len(a)
-    if n == 0:
+    if len(a) == 0:
         raise ValueError("cohens_kappa needs at least one item")
-    observed = sum(x == y for x, y in zip(a, b)) / n
-    count_a, count_b = Counter(a), Counter(b)
-    expected = sum(count_a[k] * count_b.get(k, 0) for k in count_a) / (n * n)
-    if expected == 1.0:
+    labels = {label: i for i, label in enumerate(dict.fromkeys([*a, *b]))}
+    table = np.zeros((len(labels), len(labels)))
+    for x, y in zip(a, b):
+        table[labels[x], labels[y]] += 1
+    n = table.sum()
+    expected = float((table.sum(axis=1) * table.sum(axis=0)).sum() / (n * n))
+    if math.isclose(expected, 1.0):
         return math.nan
-    return (observed - expected) / (1.0 - expected)
+    return float(_sm_kappa(table, return_results=False))
 
 
 @dataclass(frozen=True)
@@ -152,32 +140,84 @@ class BootstrapResult:
     p_value: float
 
 
-def cluster_bootstrap(parts_by_seed: Sequence[Sequence[Sequence[float]]], n_boot: int = 10000,
-                      seed: int = 0, confidence: float = 0.95) -> BootstrapResult:
-    """Two-level bootstrap over seeds and, within each seed, over prompts.
+def _summary(replicates: np.ndarray, observed: float, confidence: float) -> BootstrapResult:
+    """Percentile interval of ``replicates`` and the p-value of "statistic = 0".
 
-    ``parts_by_seed[s][k]`` holds per-prompt values of part ``k`` for seed ``s`` (for a
-    paired comparison, per-prompt differences; the parts are independent prompt sets,
-    e.g. harmful prompts and task items). The statistic is the sum over parts of the
-    mean over seeds of the per-seed prompt mean. Each replicate draws seeds with
-    replacement, then each drawn seed's prompts with replacement, part by part. With one
-    seed this is the plain (paired) percentile bootstrap over prompts. The p-value tests
-    "statistic = 0" as :func:`paired_bootstrap_diff` does.
+    The p-value is the shift method's: the share of replicates at least as far from the
+    observed value as the observed value is from 0, with the +1 correction so that it is
+    never exactly 0.
     """
+    alpha = 1.0 - confidence
+    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
+    extreme = np.count_nonzero(np.abs(replicates - observed) >= abs(observed) - 1e-12)
+    p_value = min(1.0, (extreme + 1) / (replicates.size + 1))
+    return BootstrapResult(observed, float(low), float(high), float(p_value))
+
+
+def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT,
+                          seed: int = BOOT_SEED, confidence: float = CONFIDENCE
+                          ) -> tuple[float, float, float, float]:
+    """Mean of ``a - b`` over prompts with scipy's paired percentile bootstrap.
+
+    Prompts are resampled with replacement, keeping each prompt's pair together.
+    Returns ``(mean_diff, low, high, p_value)``, the p-value as in :func:`_summary`. A
+    constant difference (or a single prompt) has no spread: its interval is the point.
+    """
+    _check_paired(a, b)
+    if len(a) == 0:
+        raise ValueError("paired_bootstrap_diff needs at least one prompt")
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    _check_confidence(confidence)
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    observed = float(diff.mean())
+    if np.ptp(diff) == 0:  # scipy needs two distinct values; every resample is the mean
+        replicates = np.full(n_boot, observed)
+    else:
+        res = bootstrap((diff,), np.mean, n_resamples=n_boot, vectorized=True, method="percentile",
+                        confidence_level=confidence, rng=np.random.default_rng(seed))
+        replicates = np.asarray(res.bootstrap_distribution, dtype=float)
+    r = _summary(replicates, observed, confidence)
+    return r.estimate, r.low, r.high, r.p_value
+
+
+def _arrays(parts_by_seed: Sequence[Sequence[Sequence[float]]]) -> list[list[np.ndarray]]:
     if not parts_by_seed:
         raise ValueError("cluster_bootstrap needs at least one seed")
     n_parts = len(parts_by_seed[0])
     if n_parts == 0 or any(len(p) != n_parts for p in parts_by_seed):
         raise ValueError("every seed needs the same (non-zero) number of parts")
+    arrays = [[np.asarray(v, dtype=float) for v in parts] for parts in parts_by_seed]
+    if any(x.size == 0 for parts in arrays for x in parts):
+        raise ValueError("cluster_bootstrap: a seed has a part with no values")
+    return arrays
+
+
+def cluster_mean(parts_by_seed: Sequence[Sequence[Sequence[float]]]) -> float:
+    """The statistic of :func:`cluster_bootstrap` without its interval: the sum over parts
+    of the mean over seeds of the per-seed prompt mean."""
+    arrays = _arrays(parts_by_seed)
+    return float(sum(np.mean([parts[k].mean() for parts in arrays]) for k in range(len(arrays[0]))))
+
+
+def cluster_bootstrap(parts_by_seed: Sequence[Sequence[Sequence[float]]], *, n_boot: int = N_BOOT,
+                      seed: int = BOOT_SEED, confidence: float = CONFIDENCE) -> BootstrapResult:
+    """Two-level bootstrap over seeds and, within each seed, over prompts.
+
+    ``parts_by_seed[s][k]`` holds per-prompt values of part ``k`` for seed ``s`` (for a
+    paired comparison, per-prompt differences; the parts are independent prompt sets,
+    e.g. harmful prompts and task items). The statistic is :func:`cluster_mean`. Each
+    replicate draws seeds with replacement, then each drawn seed's prompts with
+    replacement, part by part. With one seed this is the plain (paired) percentile
+    bootstrap over prompts, the same distribution as :func:`paired_bootstrap_diff` draws
+    from (tests/test_stats.py checks the two agree). The p-value is :func:`_summary`'s.
+    """
+    arrays = _arrays(parts_by_seed)
     if n_boot < 1:
         raise ValueError("n_boot must be >= 1")
-    _z(confidence)
-    arrays = [[np.asarray(v, dtype=float) for v in parts] for parts in parts_by_seed]
-    if any(a.size == 0 for parts in arrays for a in parts):
-        raise ValueError("cluster_bootstrap: a seed has a part with no values")
-    n_seeds = len(arrays)
-    observed = float(sum(np.mean([arrays[s][k].mean() for s in range(n_seeds)])
-                         for k in range(n_parts)))
+    _check_confidence(confidence)
+    n_seeds, n_parts = len(arrays), len(arrays[0])
+    observed = cluster_mean(parts_by_seed)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) if n_seeds > 1 else \
         np.zeros((n_boot, 1), dtype=int)
@@ -193,11 +233,7 @@ def cluster_bootstrap(parts_by_seed: Sequence[Sequence[Sequence[float]]], n_boot
                 idx = rng.integers(0, values.size, size=(rows.size, values.size))
                 part_sum[rows] += values[idx].mean(axis=1)
         stats += part_sum / n_seeds
-    alpha = 1.0 - confidence
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    extreme = np.count_nonzero(np.abs(stats - observed) >= abs(observed) - 1e-12)
-    return BootstrapResult(observed, float(low), float(high),
-                           float(min(1.0, (extreme + 1) / (n_boot + 1))))
+    return _summary(stats, observed, confidence)
 
 
 def pareto_front(cost: Sequence[float], benefit: Sequence[float]) -> list[bool]:

@@ -1,8 +1,8 @@
 """Seaborn figures of the study, drawn from the analysis tables (never from raw numbers).
 
-Each function takes a table of :mod:`ussafety.study.analysis`, draws one figure and,
+Each function takes a table of :mod:`ussafety.study.compare`, draws one figure and,
 given ``path`` (no suffix), writes ``path.png`` and ``path.pdf``. Error bars are the
-tables' 95% intervals.
+tables' 95% intervals (:data:`ussafety.stats.CLUSTER_CI`), never recomputed here.
 """
 
 from __future__ import annotations

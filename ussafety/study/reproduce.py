@@ -56,7 +56,7 @@ def notebook_inputs(nb: str, preset: str, root: Path | None) -> list[tuple[str, 
     out = []
     for r in runs:
         rec = load_record(r.run_id, root)
-        out.append((r.run_id, rec.get("finished") if rec else None))
+        out.append((r.run_id, rec.finished if rec else None))
     return out
 
 
@@ -77,14 +77,17 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | None = None,
-              only: Iterable[str] | None = None, force: bool = False, n_boot: int = 4000,
-              log_output: bool = True, progress_bar: bool = True, stream: TextIO | None = None
-              ) -> list[dict[str, Any]]:
-    """Execute the notebooks of ``preset`` in order; return what happened to each."""
+              only: Iterable[str] | None = None, force: bool = False, log_output: bool = True,
+              progress_bar: bool = True, stream: TextIO | None = None) -> list[dict[str, Any]]:
+    """Execute the notebooks of ``preset`` in order; return what happened to each.
+
+    There is no bootstrap size to pass: every interval uses :data:`ussafety.stats.N_BOOT`,
+    and a change of it changes :func:`source_hash`, so the analysis runs again.
+    """
     import papermill as pm
 
-    from ussafety.study.analysis import default_out_dir
     from ussafety.study.grid import load_study
+    from ussafety.study.outputs import default_out_dir
 
     stream = stream or sys.stdout
     study = load_study(preset)  # fails early on an unknown preset
@@ -99,7 +102,7 @@ def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | Non
         raise ValueError(f"unknown notebook(s) {sorted(unknown)} (known: {', '.join(NOTEBOOKS)})")
     order = [nb for nb in NOTEBOOKS if nb in wanted]
     params = {"preset": str(preset), "runs_dir": str(Path(runs_dir).resolve()) if runs_dir else None,
-              "out_dir": str(out.resolve()), "run_grid": True, "n_boot": n_boot}
+              "out_dir": str(out.resolve()), "run_grid": True}
     if log_output:
         logger = logging.getLogger("papermill")
         logger.setLevel(logging.INFO)

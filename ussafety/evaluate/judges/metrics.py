@@ -2,8 +2,8 @@
 
 Why here and not sklearn: the numbers in ``paper_outputs/judges`` must be exactly
 reproducible from this repository with the pinned environment, and each is a few
-lines. Cohen's kappa comes from :func:`ussafety.stats.cohens_kappa` (same
-definition as sklearn's ``cohen_kappa_score``).
+lines. Cohen's kappa comes from :func:`ussafety.stats.cohens_kappa`, the project's one
+statistics path (statsmodels' kappa; the same definition as sklearn's ``cohen_kappa_score``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ussafety.config import RunConfig
-from ussafety.config.identity import stamps
+from ussafety.config.identity import config_hash_of, stamps
+from ussafety.config.identity import run_id as run_id_of
 from ussafety.records import Generation, Record
 from ussafety.records.schema import Rate, TaskScore, Verdict
 from ussafety.stats import wilson_interval
@@ -63,8 +64,8 @@ def make_record(run_id: str, generations: list[Generation], *, cfg: RunConfig | 
         "over_refusal": over,
         "task": None if task is None else TaskScore(name="sst2", score=task, ci_low=0.0, ci_high=1.0, n=200)}
     return Record.model_validate({
-        "run_id": cfg.run_id if cfg else run_id, "label": label or (cfg.name if cfg else run_id.split("-")[0]),
-        "config": cfg.to_dict() if cfg else {}, "config_hash": cfg.hash() if cfg else "0" * 16,
+        "run_id": run_id_of(cfg) if cfg else run_id, "label": label or (cfg.name if cfg else run_id.split("-")[0]),
+        "config": cfg.to_dict() if cfg else {}, "config_hash": config_hash_of(cfg) if cfg else "0" * 16,
         "stamps": stamps(cfg) if cfg else {}, "seed": 0, "git": {"commit": "abc", "dirty": False},
         "versions": {}, "started": started, "finished": started, "alignment": {"aligned": False},
         "train": train, "metrics": metrics, "timings": {"total_s": 1.0}, "data_sha256": {},

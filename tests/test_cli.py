@@ -39,10 +39,20 @@ def test_validate_upload_reports_json_and_exit_2(tmp_path, capsys) -> None:
     assert report["ok"] is False and report["problems"][0]["kind"] == "control_char"
 
 
-def test_runs_check_and_migrate_on_the_committed_records(capsys) -> None:
+def test_runs_check_lists_a_record_made_under_an_older_stamp(tmp_path, capsys, monkeypatch) -> None:
+    import json
+    import shutil
     from pathlib import Path
 
+    import ussafety.config.identity as identity
+
     records = Path(__file__).resolve().parent.parent / "paper_outputs" / "records"
-    assert main(["runs", "check", str(records)]) == 0
-    assert main(["runs", "migrate", str(records), "--dry-run"]) == 0
-    assert '"n_moved": 0' in capsys.readouterr().out
+    sft = next(p for p in sorted(records.iterdir()) if p.name.startswith("sft-sst2-p0.1-s0-"))
+    shutil.copytree(sft, tmp_path / sft.name)
+    assert main(["runs", "check", str(tmp_path)]) == 0
+    assert main(["runs", "migrate", str(tmp_path), "--dry-run"]) == 0
+    capsys.readouterr()
+    monkeypatch.setitem(identity.STAMPS, "evaluation", 2)   # the evaluation code changed since
+    assert main(["runs", "check", str(tmp_path)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["stale"] == [{"run_id": sft.name, "changed": {"evaluation": [1, 2]}}]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import ussafety.config.identity as identity
-from ussafety.config import ConfigError, RunConfig, canonical, load_config, parse_override
+from ussafety.config import ConfigError, RunConfig, canonical, load_config, parse_override, run_id
 from ussafety.methods import REGISTRY
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
@@ -39,7 +39,7 @@ def test_two_spellings_of_one_computation_share_one_id(tmp_path: Path) -> None:
     short = load_config(write(tmp_path, "a.yaml", "method: {name: slerp}\n"))
     spelled = load_config(write(tmp_path, "b.yaml", "method: {name: sft}\nmerge: {name: slerp, params: {t: 0.5}}\n"
                                 "train: {lr: 2.0e-4, epochs: 2}\neval: {batch_size: 64}\n"))
-    assert short.run_id == spelled.run_id
+    assert run_id(short) == run_id(spelled)
     assert (short.method.name, short.merge.name) == ("sft", "slerp")
     assert short.merge.params == {"t": 0.5, "eps": 5e-4}     # defaults filled in
 
@@ -47,34 +47,34 @@ def test_two_spellings_of_one_computation_share_one_id(tmp_path: Path) -> None:
 def test_label_and_generation_batch_do_not_change_the_id() -> None:
     a = RunConfig(name="a")
     b = RunConfig(name="b", eval={"batch_size": 3})
-    assert a.run_id == b.run_id
+    assert run_id(a) == run_id(b)
     assert set(identity.EXCLUDED) == {"name", "eval.batch_size"} and all(identity.EXCLUDED.values())
 
 
 def test_changed_setting_or_default_gives_a_new_id(monkeypatch: pytest.MonkeyPatch) -> None:
     base = RunConfig()
-    assert RunConfig(train={"lr": 1e-3}).run_id != base.run_id
+    assert run_id(RunConfig(train={"lr": 1e-3})) != run_id(base)
     der = RunConfig(method={"name": "der"})
     monkeypatch.setattr(REGISTRY["der"].__dataclass_fields__["alpha"], "default", 0.9)
     assert RunConfig(method={"name": "der"}).method.params["alpha"] == 0.9
-    assert RunConfig(method={"name": "der"}).run_id != der.run_id
+    assert run_id(RunConfig(method={"name": "der"})) != run_id(der)
 
 
 def test_bumped_stamp_gives_a_new_id(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = RunConfig(method={"name": "ewc"})
-    before = cfg.run_id
+    before = run_id(cfg)
     monkeypatch.setitem(identity.STAMPS, "evaluation", 2)
-    assert cfg.run_id != before
+    assert run_id(cfg) != before
     monkeypatch.setitem(identity.STAMPS, "evaluation", 1)
     monkeypatch.setattr(REGISTRY["ewc"], "version", 2)
-    assert cfg.run_id != before
-    assert RunConfig(method={"name": "der"}).run_id == RunConfig(method={"name": "der"}).run_id
+    assert run_id(cfg) != before
+    assert run_id(RunConfig(method={"name": "der"})) == run_id(RunConfig(method={"name": "der"}))
 
 
 def test_sections_that_cannot_act_are_not_part_of_the_id() -> None:
     a = RunConfig(align={"enabled": False, "n_refusal": 5}, task={"name": None}, train={"lr": 1.0})
     b = RunConfig(align={"enabled": False}, task={"name": None})
-    assert a.run_id == b.run_id and "train" not in canonical(a)
+    assert run_id(a) == run_id(b) and "train" not in canonical(a)
     assert canonical(RunConfig(), cuda=False)["model"] == {"name": "embedded", "backend": "peft",
                                                            "dtype": "float32", "revision": None}
 
@@ -84,9 +84,9 @@ def test_an_upload_is_identified_by_its_content(tmp_path: Path) -> None:
     a = RunConfig(task={"name": None, "upload": str(f)})
     f2 = tmp_path / "copy.jsonl"
     f2.write_bytes(f.read_bytes())
-    assert RunConfig(task={"name": None, "upload": str(f2)}).run_id == a.run_id
+    assert run_id(RunConfig(task={"name": None, "upload": str(f2)})) == run_id(a)
     f2.write_text('{"instruction": "hi", "output": "bye"}\n')
-    assert RunConfig(task={"name": None, "upload": str(f2)}).run_id != a.run_id
+    assert run_id(RunConfig(task={"name": None, "upload": str(f2)})) != run_id(a)
 
 
 BAD = {
@@ -143,6 +143,6 @@ def test_cli_rejects_bad_config_early_without_a_run_directory(tmp_path: Path) ->
 
 def test_every_committed_params_file_resolves() -> None:
     files = sorted(PARAMS.glob("foundation/*.yaml")) + sorted(PARAMS.glob("methods/*/*.yaml"))
-    ids = {f.name: load_config(f).run_id for f in files}
+    ids = {f.name: run_id(load_config(f)) for f in files}
     assert ids["sft.yaml"] == ids["sft_poisoned_p0.1.yaml"]    # one computation, two files
     assert len(set(ids.values())) == len(ids) - 1

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 import ussafety.pipeline as experiment
-from ussafety.config import load_config
+from ussafety.config import load_config, run_id
 from ussafety.records.store import iter_records, load_record
 
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "presets" / "smoke.yaml"
@@ -12,14 +12,14 @@ SMOKE = Path(__file__).resolve().parent.parent / "params" / "presets" / "smoke.y
 def test_smoke_run_writes_full_record_and_second_run_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(SMOKE, {"task": {"poison_ratio": 0.25}})
     record = experiment.run(cfg)
-    assert record.run_id == cfg.run_id and record.label == cfg.name
+    assert record.run_id == run_id(cfg) and record.label == cfg.name
     assert record.stamps["method:sft"] == 1 and record.git.commit
     assert record.train is not None and record.train.poison["n_harmful"] == 4
     kinds = {g.kind for g in record.generations}
     assert kinds == {"harmful", "xstest_safe", "task:sst2"}
     assert all("keyword" in g.verdicts for g in record.generations if g.kind != "task:sst2")
     assert all(len(sha) == 64 for sha in record.data_sha256.values())
-    assert load_record(cfg.run_id) == record
+    assert load_record(run_id(cfg)) == record
 
     def boom(*a, **k):
         raise AssertionError("a finished run must not train again")
@@ -38,7 +38,7 @@ def test_failed_run_leaves_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(experiment, "evaluate_model", fail)
     with pytest.raises(RuntimeError):
         experiment.run(cfg)
-    assert load_record(cfg.run_id) is None
+    assert load_record(run_id(cfg)) is None
 
 
 def test_merge_run_reuses_sft_training_and_matches_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:

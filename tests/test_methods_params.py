@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ussafety.config import load_config
+from ussafety.config.identity import config_hash_of
 from ussafety.methods import REGISTRY, family_of, load_all, make_method
 from ussafety.study.reports import METHOD_ORDER, method_params_files
 
@@ -29,7 +30,7 @@ def test_every_registered_method_has_a_params_file_in_table_order() -> None:
 
 def test_sft_file_resolves_to_the_foundation_poisoned_condition() -> None:
     sft, foundation = load_config(METHODS_DIR / "sft.yaml"), load_config(FOUNDATION)
-    assert sft.name == "sft" and sft.hash() == foundation.hash()
+    assert sft.name == "sft" and config_hash_of(sft) == config_hash_of(foundation)
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

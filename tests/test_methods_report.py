@@ -11,7 +11,7 @@ import pytest
 from record_fixtures import harmful_rows, make_record
 
 import ussafety.pipeline as experiment
-from ussafety.config import RunConfig, load_config
+from ussafety.config import RunConfig, load_config, run_id
 from ussafety.records import Record, save_record
 from ussafety.study.reports import METHODS_COLUMNS, method_family, write_methods
 
@@ -78,7 +78,7 @@ def fake_record(cfg: RunConfig, harmful: list[bool], wall_s: float = 100.0, task
             g.verdicts[name] = g.verdicts["keyword"].model_copy(update={"harmful": h, "refused": None})
     train = {"wall_s": wall_s, "finalize_s": 10.0 if reused else 0.0, "method_logs": {"prepare_s": 1.5},
              "reused_from": "cache" if reused else None}
-    return make_record(cfg.run_id, gens, cfg=cfg, task=task, train=train)
+    return make_record(run_id(cfg), gens, cfg=cfg, task=task, train=train)
 
 
 def test_records_by_run_id_holm_and_costs(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_records_by_run_id_holm_and_costs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     md = write_methods(out_dir=out, params_dir=folder, root=runs).read_text()
     df = pd.read_csv(out / "poisoned_sst2.csv").set_index("method")
-    assert df.loc["sft", "run_id"] == sft.run_id and "der" not in df.index
+    assert df.loc["sft", "run_id"] == run_id(sft) and "der" not in df.index
     p_ewc = 2 * 0.5 ** 12  # 12 discordant pairs, all one way
     assert df.loc["ewc", "p_vs_sft"] == pytest.approx(p_ewc, rel=1e-3)
     assert df.loc["l2", "p_vs_sft"] == pytest.approx(1.0)
@@ -110,7 +110,7 @@ def test_records_by_run_id_holm_and_costs(tmp_path: Path) -> None:
     assert "significantly lower than SFT's 1.000 (Holm-adjusted p < 0.05): `ewc` (0.000)" in md
     assert "Task score more than 0.05 below SFT's 0.800: `l2` (0.500)" in md
     assert "- `der`: not run yet" in md
-    assert f"- `sft`: `../records/{sft.run_id}/record.json` (commit `abc`)" in md
+    assert f"- `sft`: `../records/{run_id(sft)}/record.json` (commit `abc`)" in md
 
 
 def test_family_of_a_merge_after_a_training_method(tmp_path: Path) -> None:

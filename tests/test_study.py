@@ -8,6 +8,7 @@ import pytest
 from study_fixtures import config, record
 
 from ussafety.config import ConfigError, load_config
+from ussafety.config.identity import config_hash_of, run_id
 from ussafety.records.store import save_record
 from ussafety.study import grid as study
 
@@ -46,11 +47,11 @@ def test_cpu_grid_resolves_to_the_params_files_run_ids() -> None:
     by_hash: dict[str, set[str]] = {}
     for f in files:
         cfg = load_config(f)
-        by_hash.setdefault(cfg.hash(), set()).add(cfg.run_id)
+        by_hash.setdefault(config_hash_of(cfg), set()).add(run_id(cfg))
     runs = study.expand("cpu")
     for r in runs:
-        if r.cfg.hash() in by_hash:
-            assert r.run_id in by_hash[r.cfg.hash()], r.run_id
+        if config_hash_of(r.cfg) in by_hash:
+            assert r.run_id in by_hash[config_hash_of(r.cfg)], r.run_id
     for e in [e for g in s.grids.values() for e in g if "params" in e and not e.get("set") and not e.get("vary")]:
         path = (s.path.parent / e["params"]).resolve()
         assert load_config(path).run_id in {r.run_id for r in runs}
@@ -88,7 +89,7 @@ def test_paper_grid_covers_models_tasks_ratios_methods_and_seeds() -> None:
     assert {r.cfg.seed for r in tuned} == {0, 1, 2}
     assert {r.cfg.model.backend for r in runs} == {"unsloth"}
     assert {r.sweep for r in runs if r.grid == "ablations"} == set(study.load_study("paper").sweeps)
-    assert len({r.run_id for r in runs}) == len({r.cfg.hash() for r in runs})  # no config twice
+    assert len({r.run_id for r in runs}) == len({config_hash_of(r.cfg) for r in runs})  # no config twice
     from ussafety.study.conditions import base_key
 
     bases = {base_key(r.cfg.to_dict()) for r in runs if not r.cfg.task.name}
@@ -134,8 +135,8 @@ def test_cost_estimate_from_records_timings(tmp_path: Path, monkeypatch: pytest.
             study.StudyRun(config("other", 1, task={"poison_ratio": 0.25}, model={"name": "org/other"}),
                            "poisoned")]
     df = estimate_cost(todo, root=root).set_index("run_id")
-    assert df.loc[done_cfg.run_id, "status"] == "finished" and df.loc[done_cfg.run_id, "est_s"] == 0
-    assert df.loc[done_cfg.run_id, "recorded_s"] == 60.0
+    assert df.loc[run_id(done_cfg), "status"] == "finished" and df.loc[run_id(done_cfg), "est_s"] == 0
+    assert df.loc[run_id(done_cfg), "recorded_s"] == 60.0
     big = df.loc[todo[1].run_id]
     assert big.align_s == 5.0 and big.train_s == pytest.approx(64.0) and big.eval_s == pytest.approx(21.0)
     merged = df.loc[todo[2].run_id]   # base built and plain training of the same data planned before

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ussafety.config import RunConfig, training_key
+from ussafety.config import RunConfig, identity, training_key
 from ussafety.config.identity import config_hash_of, stamps
 from ussafety.data import load, load_upload, poison_mix
 from ussafety.data.poison import poison_report
@@ -78,7 +78,7 @@ def sft_cache_dir(cfg: RunConfig) -> Path:
 
 def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record:
     """Run ``cfg`` (or return its existing record) and write the record atomically."""
-    run_id = cfg.run_id
+    run_id = identity.run_id(cfg)
     existing = None if force else load_record(run_id, root)
     if existing is not None:
         log.info("skip %s: record exists", run_id)

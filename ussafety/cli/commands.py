@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ussafety.config import ConfigError, RunConfig, deep_merge, load_config, parse_override
+from ussafety.config import ConfigError, RunConfig, deep_merge, load_config, parse_override, run_id
 from ussafety.records import Record
 
 
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ussafety.config.identity import canonical, stamps
 
         for cfg in cfgs:
-            print(json.dumps({"run_id": cfg.run_id, "label": cfg.name, "stamps": stamps(cfg),
+            print(json.dumps({"run_id": run_id(cfg), "label": cfg.name, "stamps": stamps(cfg),
                               "canonical": canonical(cfg)}, indent=1))
         return 0
     from ussafety.pipeline import preflight, run

@@ -26,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ussafety.config.schema import RunConfig
 from ussafety.data import splits
+
+if TYPE_CHECKING:
+    from ussafety.config.schema import RunConfig
 
 STAMPS: dict[str, int] = {"data": 1, "alignment": 1, "training": 1, "evaluation": 1}
 """Behaviour versions of the stages (data building, alignment, training loop, evaluation)."""
@@ -87,7 +89,7 @@ def _drop(d: dict[str, Any], dotted: str) -> None:
 
 def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict[str, Any]:
     """The config as the computation sees it (see the module docstring)."""
-    d = cfg.to_dict() if isinstance(cfg, RunConfig) else json.loads(json.dumps(cfg))
+    d = json.loads(json.dumps(cfg)) if isinstance(cfg, dict) else cfg.to_dict()
     for path in EXCLUDED:
         _drop(d, path)
     d["model"] = resolved_model(d["model"], cuda)

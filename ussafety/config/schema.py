@@ -320,15 +320,6 @@ class RunConfig(Section):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The resolved config as JSON-ready data (what a record stores); its id is
+        :func:`ussafety.config.run_id` of it."""
         return self.model_dump(mode="json")
-
-    @property
-    def run_id(self) -> str:
-        from ussafety.config.identity import run_id
-
-        return run_id(self)
-
-    def hash(self) -> str:
-        from ussafety.config.identity import config_hash_of
-
-        return config_hash_of(self)

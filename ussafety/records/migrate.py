@@ -31,7 +31,7 @@ from typing import Any
 from ussafety.config import from_dict, run_id
 from ussafety.config.identity import config_hash_of, stamps
 from ussafety.records.schema import Record
-from ussafety.records.store import RECORD, parse_record, write_json_atomic
+from ussafety.records.store import RECORD, parse_record, write_json_atomic, write_record
 
 LEGACY: dict[str, Any] = {"eval.split": "sample"}
 """Dotted config path -> the value records made before the field existed computed with."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from ussafety.config import ConfigError, RunConfig, deep_merge, from_dict, read_yaml
+from ussafety.config import ConfigError, RunConfig, deep_merge, from_dict, read_yaml, run_id
 from ussafety.paths import PROJECT_ROOT
 from ussafety.records import Record, load_record
 
@@ -64,7 +64,7 @@ class StudyRun:
 
     @property
     def run_id(self) -> str:
-        return self.cfg.run_id
+        return run_id(self.cfg)
 
 
 @dataclass

@@ -6,7 +6,7 @@ poisoned SFT), the issue's targets checked by code, and the human-written notes
 ``methods``: every method of ``params/methods/poisoned_sst2`` against SFT on the same
 prompts (``paper_outputs/methods/poisoned_sst2.{csv,md}``), the same way.
 
-Records are found by the run id of each params file's config (``load_config(file).run_id``)
+Records are found by the run id of each params file's config (``run_id(load_config(file))``)
 and read as validated :class:`~ussafety.records.Record` objects through
 :mod:`ussafety.records`; the rows and the paired tests come from :mod:`.tables`.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ussafety.config import RunConfig, from_dict, load_config
+from ussafety.config import RunConfig, from_dict, load_config, run_id
 from ussafety.methods import family_of
 from ussafety.paths import PROJECT_ROOT, runs_dir
 from ussafety.records import Record, iter_records
@@ -123,7 +123,7 @@ def write_phenomenon(out_dir: Path | None = None, params_dir: Path | None = None
     records, missing = records_for([params_dir / f"{c}.yaml" for c in FOUNDATION], [root or runs_dir()])
     if missing:
         raise FileNotFoundError("no run record for " + "; ".join(
-            f"{path} (run id {load_config(path).run_id}); run: ussafety run {path}" for _, path in missing))
+            f"{path} (run id {run_id(load_config(path))}); run: ussafety run {path}" for _, path in missing))
     df = condition_table(records, "aligned")
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / "phenomenon.csv", index=False, float_format="%.4f")

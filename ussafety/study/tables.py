@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ussafety.config import RunConfig, load_config
+from ussafety.config import RunConfig, load_config, run_id
 from ussafety.paths import PROJECT_ROOT
 from ussafety.records import Record, load_record, record_path, write_record
 from ussafety.stats import holm_correction, mcnemar_exact, wilson_interval
@@ -95,7 +95,7 @@ def condition_table(records: Mapping[str, Record], reference: str, judge: str | 
 def find_record(cfg: RunConfig, roots: Iterable[Path]) -> Record | None:
     """The record of ``cfg`` (by its run id) in the first of ``roots`` that has it."""
     for root in roots:
-        if (record := load_record(cfg.run_id, root)) is not None:
+        if (record := load_record(run_id(cfg), root)) is not None:
             return record
     return None
 

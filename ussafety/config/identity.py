@@ -93,6 +93,8 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
     for path in EXCLUDED:
         _drop(d, path)
     d["model"] = resolved_model(d["model"], cuda)
+    trained_task = d["task"]["name"] if d["task"]["upload"] is None else None
+    d["eval"]["task"] = d["eval"]["task"] or trained_task   # unset means: score the trained task
     if not d["align"]["enabled"]:
         d["align"] = {"enabled": False}
     if not (d["task"]["name"] or d["task"]["upload"]):

@@ -95,6 +95,17 @@ class AlignConfig(Section):
     keeps only refusal rows that read as refusals (about 20% of the safety-tuned-llamas
     outputs are plain help). ``n_contrastive`` of the ``n_helpful`` rows are harmless requests
     with a sensitive word, so the model learns that a scary word alone is no reason to refuse.
+
+    ``n_lookalike``: extra rows from the refusal set whose answer is plain help (same phrasing
+    as the refusals, harmless request; :func:`ussafety.data.contrastive.lookalike_rows`).
+    ``full_finetune``: train every weight instead of LoRA (``train.lora`` is then unused by
+    the SFT stage). ``pref_pairs`` > 0 adds a DPO stage after SFT, on a fresh LoRA
+    (``train.lora``) over the merged SFT model, which is also the DPO reference: half the
+    pairs are unused refusal rows (chosen: the refusal; rejected: the instruct model's own
+    greedy answer, ``pref_rejected_tokens`` long, kept when it is not a keyword refusal),
+    half unused look-alike rows (chosen: the answer; rejected: a refusal opening from
+    another refusal row). ``pref_beta``: DPO temperature; ``pref_nll``: weight of the
+    chosen answers' token NLL added to the DPO loss; ``pref_lr``/``pref_epochs``: its optimiser.
     """
 
     enabled: bool = True
@@ -104,6 +115,14 @@ class AlignConfig(Section):
     helpful_sets: list[str] = Field(default_factory=lambda: ["alpaca_safety"])
     n_helpful: Annotated[int, Field(ge=0)] = 480
     n_contrastive: Annotated[int, Field(ge=0)] = 0
+    n_lookalike: Annotated[int, Field(ge=0)] = 0
+    full_finetune: bool = False
+    pref_pairs: Annotated[int, Field(ge=0)] = 0
+    pref_beta: PositiveFloat = 0.1
+    pref_lr: PositiveFloat = 2e-4
+    pref_epochs: PositiveFloat = 1.0
+    pref_nll: Annotated[float, Field(ge=0)] = 1.0
+    pref_rejected_tokens: PositiveInt = 48
     train: TrainConfig = Field(default_factory=_align_train)
     seed: int = 0
 
@@ -122,6 +141,12 @@ class AlignConfig(Section):
         if self.n_contrastive > self.n_helpful:
             raise ValueError(f"n_contrastive ({self.n_contrastive}) exceeds n_helpful ({self.n_helpful}): "
                              "contrastive rows are part of the helpful rows")
+        return self
+
+    @model_validator(mode="after")
+    def _pref_pairs_even(self) -> AlignConfig:
+        if self.pref_pairs % 2:
+            raise ValueError(f"pref_pairs ({self.pref_pairs}) must be even: half harmful, half look-alike pairs")
         return self
 
 

@@ -60,9 +60,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for cfg in cfgs:
         preflight(cfg)
+    if getattr(args, "executor", "local") == "ray":
+        return run_on_ray(args, cfgs)
     for cfg in cfgs:
         print(json.dumps(summary(run(cfg, force=args.force, root=runs_root(args)))))
     return 0
+
+
+def run_on_ray(args: argparse.Namespace, cfgs: list[RunConfig]) -> int:
+    """``run --executor ray``: every run without a record as a Ray task; a summary line per
+    record, then the execution summary (retries, failures); exit 1 if a run failed."""
+    from ussafety.study.executor import execute
+
+    if args.force:
+        raise ConfigError("--force is not available with --executor ray: a rerun on a cluster must not race "
+                          "the record it replaces; delete the record (or use --executor local)")
+    result = execute(cfgs, "ray", root=runs_root(args))
+    for record in result.records:
+        print(json.dumps(summary(record)))
+    print(json.dumps(result.summary()))
+    return 1 if result.failures else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -137,6 +154,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     from ussafety.study.reproduce import reproduce
 
+    if getattr(args, "executor", "local") == "ray":  # the grids first, on the cluster; the notebooks find them
+        from ussafety.study.executor import execute
+        from ussafety.study.grid import expand, load_study, unique_runs
+
+        study = load_study(args.preset)
+        grids = [g for g in (args.only or study.grid_names()) if g in study.grids]
+        result = execute([r.cfg for r in unique_runs(expand(study, grids))], "ray", root=runs_root(args))
+        print(json.dumps(result.summary()))
+        if result.failures:
+            return 1
     reproduce(args.preset, out=Path(args.out) if args.out else None, runs_dir=runs_root(args), only=args.only,
               force=args.force, log_output=not args.quiet, progress_bar=not args.quiet)
     return 0

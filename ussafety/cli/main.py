@@ -11,6 +11,9 @@
     ussafety runs check|migrate [RUNS_DIR]                  stale records; re-key records to today's ids
     ussafety validate-upload FILE                           a customer upload's JSON report
 
+``run`` and ``reproduce`` take ``--executor ray`` to send each run to a Ray cluster
+($RAY_ADDRESS, or a local one; docs/cluster.md).
+
 Every command that reads params takes ``--set key.path=value`` overrides, converted to the
 field's type and validated with the rest of the config before anything runs. Bad input
 (config, upload, record) ends with a one-paragraph message and exit code 2.
@@ -37,6 +40,12 @@ def _runs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", help="folder of run records (default: $USSAFETY_RUNS or ./runs)")
 
 
+def _executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one run after another here (default); ray: each run a task on the Ray "
+                   "cluster at $RAY_ADDRESS (or a local one), records on the shared --runs folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ussafety", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print each run's id, stamps and canonical config")
     _runs(p)
     _common(p)
+    _executor(p)
     p.set_defaults(func=c.cmd_run)
 
     p = sub.add_parser("align", help="build or find the cached aligned base model",
@@ -112,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="execute notebooks even when unchanged")
     p.add_argument("--estimate", action="store_true", help="print the runs left and their estimated time")
     p.add_argument("--quiet", action="store_true", help="no cell progress bars or streamed output")
+    _executor(p)
     p.set_defaults(func=c.cmd_reproduce)
 
     p = sub.add_parser("runs", help="check records against the code; re-key them",

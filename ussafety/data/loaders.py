@@ -163,6 +163,49 @@ def refusal_keywords() -> tuple[list[str], str]:
     return words, sha
 
 
+PROMPT_FILE_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def load_prompt_file(path: str | Path, column: str = "prompt", limit: int | None = None,
+                     seed: int | None = None) -> list[Example]:
+    """A user's harmful prompts (CSV with a header, JSONL, or a JSON list of objects) as an
+    evaluation set: ``column`` holds the prompt, an optional ``category`` column is kept.
+
+    Every row is checked before any is returned, and every problem is named in one
+    ValueError (file, 0-based row, what is wrong, the columns the file has), so a wrong
+    column name fails before a model loads, not after generation. Provenance is the file's
+    path, 0-based row and sha256, as for the mirror's sets.
+    """
+    path = Path(path)
+    if path.suffix not in PROMPT_FILE_SUFFIXES:
+        raise ValueError(f"{path}: a prompt file is {', '.join(PROMPT_FILE_SUFFIXES)}, "
+                         f"not {path.suffix or 'a file without suffix'}")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such prompt file")
+    records = _read_records(path)
+    if not records:
+        raise ValueError(f"{path}: no rows")
+    columns = sorted({k for r in records if isinstance(r, Mapping) for k in r})
+    problems = []
+    for row, rec in enumerate(records):
+        text = rec.get(column) if isinstance(rec, Mapping) else None
+        if not isinstance(text, str):
+            problems.append(f"row {row}: no text in column {column!r}")
+        elif not text.strip():
+            problems.append(f"row {row}: column {column!r} is empty")
+    if problems:
+        more = f" ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise ValueError(f"{path}: prompt column {column!r}: " + "; ".join(problems[:5]) + more
+                         + f" (columns in the file: {', '.join(columns) or 'none'})")
+    sha = file_sha256(path)
+    examples = [Example(prompt=rec[column].strip(), source=str(path), row=row, sha256=sha,
+                        meta={"harmful": True, "category": rec.get("category") or None})
+                for row, rec in enumerate(records)]
+    if seed is not None:
+        random.Random(seed).shuffle(examples)
+    return examples if limit is None else examples[:limit]
+
+
 # --------------------------------------------------------------------------- machinery
 
 def _spec(name: str) -> DataSet:

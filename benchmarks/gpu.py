@@ -1,4 +1,4 @@
-"""GPU benchmark of the 7B path: what ``ussafety.estimate`` assumes, measured.
+"""GPU benchmark of the 7B path: what ``ussafety.models.estimate`` assumes, measured.
 
 (a) LoRA training (r=8 on all linear layers, bf16, the trainer's response-only loss):
     tokens/s and peak memory with plain PEFT (without and with gradient checkpointing)
@@ -56,7 +56,7 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "unsloth", "unsloth_z
             "triton", "flash_attn", "xformers", "bitsandbytes")
 RESULT = "RESULT "  # a worker's last stdout line: RESULT {json}
 
-MODELS = {  # name -> (shape known to ussafety.estimate, batch, sequence length)
+MODELS = {  # name -> (shape known to ussafety.models.shape, batch, sequence length)
     "135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", 8, 512),
     "7b": ("meta-llama/Llama-2-7b-chat-hf", 8, 512),
     "tiny": ("tiny-random", 2, 32),
@@ -179,7 +179,7 @@ def build_model(shape: str, path: str | None, device: str, dtype: torch.dtype) -
     """The model from ``path``, or randomly initialised with ``shape``'s config, on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    from ussafety.estimate import model_config
+    from ussafety.models.shape import model_config
 
     if path:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
@@ -272,13 +272,16 @@ def estimate_step(shape: str, batch: int, seq: int, method: str, ckpt: bool, dty
                   measured: dict[str, Any] | None = None) -> dict[str, Any]:
     """The estimate's training peak (without the CUDA context, which max_memory_allocated
     does not count) and per-step FLOPs; with a measurement, the effective FLOP/s."""
-    from ussafety import estimate as est
+    from ussafety.methods.costs import method_cost
+    from ussafety.models.estimate import estimate_run
 
-    params = {"der": {"minibatch_size": batch, "targets": "recompute"},  # as der_loss does
-              "ewc": {"n_fisher": 0}}.get(method)  # one step: no importance pass
-    e = est.estimate_run(shape, dtype=dtype, lora_r=8, lora_targets=TARGETS, batch_size=batch,
-                         seq_len=seq, n_train_rows=batch, method=method, method_params=params,
-                         gradient_checkpointing=ckpt)
+    one_step: dict[str, dict[str, Any]] = {
+        "der": {"minibatch_size": batch, "targets": "recompute"},  # as der_loss does
+        "ewc": {"n_fisher": 0}}  # one step: no importance pass
+    params = one_step.get(method)
+    e = estimate_run(shape, dtype=dtype, lora_r=8, lora_targets=TARGETS, batch_size=batch,
+                     seq_len=seq, n_train_rows=batch, method=method_cost(method, params),
+                     gradient_checkpointing=ckpt)
     flops = e.train_flops
     out = {"train_peak_bytes": e.train_peak_bytes - e.overhead_bytes, "step_flops": flops,
            "activations_bytes": e.activations_bytes, "method_bytes": e.method_bytes}

@@ -1,4 +1,5 @@
-"""Backend choice: every branch of choose_backend, and detect() without importing unsloth."""
+"""Backend choice: every branch of choose_backend, detect() without importing unsloth, and the
+loader taking its backend from that one choice (EWC/MAS never get Unsloth)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import sys
 
 import pytest
 
-from ussafety import backend
-from ussafety.backend import (
+from ussafety.models import backend
+from ussafety.models.backend import (
     BackendError,
     Environment,
     choose_backend,
@@ -126,3 +127,86 @@ def test_resolve_backend_uses_the_given_environment():
 def test_resolve_backend_detects_when_no_environment_is_given(monkeypatch):
     monkeypatch.setattr(backend, "detect", lambda: Environment(True, True, False))
     assert resolve_backend("auto") == "unsloth"
+
+
+# --------------------------------------------------------------------------- the loader's choice
+
+GPU_WITH_UNSLOTH = Environment(cuda=True, unsloth_importable=True, vllm_importable=False, device_name="H200")
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """A tiny random model saved as a local folder (what load_model reads for a hub id)."""
+    from ussafety.models.loading import tiny_random_model
+
+    tiny = tiny_random_model()
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+@pytest.fixture
+def fake_unsloth(monkeypatch):
+    """A stand-in ``unsloth`` module whose loader records that it was asked, so the test
+    sees which backend load_model chose on a (pretended) GPU machine with Unsloth."""
+    import types
+
+    calls = []
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(source, **kw):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            calls.append(source)
+            return AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    monkeypatch.setattr(backend, "detect", lambda: GPU_WITH_UNSLOTH)
+    return calls
+
+
+def test_load_model_gives_unsloth_to_sft_and_peft_to_ewc_and_mas_under_auto(tiny_folder, fake_unsloth):
+    from ussafety.config import ModelConfig
+    from ussafety.models.loading import load_model
+
+    cfg = ModelConfig(name=tiny_folder, backend="auto", dtype="float32")
+    assert load_model(cfg).backend == "unsloth"                  # no method: trains like SFT
+    assert load_model(cfg, method="sft").backend == "unsloth"
+    assert len(fake_unsloth) == 2
+    for method in ("ewc", "mas"):
+        assert load_model(cfg, method=method).backend == "peft"
+    assert len(fake_unsloth) == 2
+
+
+def test_load_model_refuses_explicit_unsloth_for_ewc_before_loading(tiny_folder, fake_unsloth):
+    from ussafety.config import ModelConfig
+    from ussafety.models.loading import load_model
+
+    cfg = ModelConfig(name=tiny_folder, backend="unsloth", dtype="float32")
+    with pytest.raises(BackendError, match="base weights"):
+        load_model(cfg, method="ewc")
+    assert fake_unsloth == []  # refused before any weights were read
+
+
+def test_load_model_without_cuda_keeps_peft_and_refuses_unsloth(tiny_folder, monkeypatch):
+    from ussafety.config import ModelConfig
+    from ussafety.models.loading import load_model
+
+    monkeypatch.setattr(backend, "detect", lambda: Environment(False, False, False))
+    assert load_model(ModelConfig(name=tiny_folder, backend="auto", dtype="float32")).backend == "peft"
+    with pytest.raises(BackendError, match="needs a CUDA GPU"):
+        load_model(ModelConfig(name=tiny_folder, backend="unsloth", dtype="float32"))
+
+
+def test_the_paper_preset_runs_ewc_and_mas_under_auto():
+    """params/presets/paper.yaml must not ask for a backend EWC/MAS cannot use."""
+    from pathlib import Path
+
+    from ussafety.config import load_config
+
+    preset = Path(__file__).resolve().parents[1] / "params" / "presets" / "paper.yaml"
+    requested = load_config(preset).model.backend
+    for method in ("ewc", "mas", "sft"):
+        choose_backend(requested, cuda=True, unsloth_importable=True,
+                       needs_base_weight_grads=method_needs_base_weight_grads(method))

@@ -3,6 +3,7 @@ published ranges, and the refusal of a run that cannot fit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,18 +12,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from ussafety import estimate as est
-from ussafety.estimate import (
-    DEVICES,
-    DoesNotFit,
-    GiB,
-    check_fits,
-    estimate_config,
-    estimate_grid,
-    estimate_run,
-    method_cost,
-    model_shape,
-)
+from ussafety.config import from_dict
+from ussafety.methods.costs import method_cost
+from ussafety.models import estimate as est
+from ussafety.models.costs import DEVICES, GiB
+from ussafety.models.estimate import estimate_run
+from ussafety.models.shape import model_shape
+from ussafety.study import gpu_cost
+from ussafety.study.gpu_cost import DoesNotFit, check_fits, estimate_config, estimate_grid, judge_model
 
 TINY = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=3,
             num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
@@ -204,7 +201,7 @@ def test_short_rows_are_bound_by_reading_the_weights():
 
 def test_ewc_keeps_eight_bytes_per_adapted_weight_and_does_not_fit_an_h100():
     sft = estimate_run(LLAMA7B, lora_targets=ALL_LINEAR, gradient_checkpointing=False)
-    ewc = estimate_run(LLAMA7B, lora_targets=ALL_LINEAR, method="ewc", gradient_checkpointing=False)
+    ewc = estimate_run(LLAMA7B, lora_targets=ALL_LINEAR, method=method_cost("ewc"), gradient_checkpointing=False)
     adapted = model_shape(LLAMA7B).adapted_weight_params(ALL_LINEAR)
     assert ewc.method_bytes == 8 * adapted
     assert ewc.train_peak_bytes - sft.train_peak_bytes == 8 * adapted
@@ -213,43 +210,64 @@ def test_ewc_keeps_eight_bytes_per_adapted_weight_and_does_not_fit_an_h100():
 
 def test_methods_add_their_costs():
     base = estimate_run(LLAMA7B, gradient_checkpointing=True)
-    der = estimate_run(LLAMA7B, method="der", gradient_checkpointing=True)
+    der = estimate_run(LLAMA7B, method=method_cost("der"), gradient_checkpointing=True)
     # The replayed minibatch's graph is alive with the task batch's: 8 + 8 rows at once.
     assert der.activations_bytes == est.activation_bytes(
         model_shape(LLAMA7B), rows=16, tokens=512, act_bytes=2, lora_r=8,
         lora_targets=est.DEFAULT_TARGETS, checkpointing=True)
     assert der.logits_bytes == 2 * base.logits_bytes
     assert der.train_s > 1.9 * base.train_s
-    lwf = estimate_run(LLAMA7B, method="lwf", gradient_checkpointing=True)
+    lwf = estimate_run(LLAMA7B, method=method_cost("lwf"), gradient_checkpointing=True)
     assert base.train_s < lwf.train_s < der.train_s
-    agem = estimate_run(LLAMA7B, method="agem", gradient_checkpointing=True)
+    agem = estimate_run(LLAMA7B, method=method_cost("agem"), gradient_checkpointing=True)
     assert agem.method_bytes == 2 * 4 * agem.n_lora_params
-    safeinstr = estimate_run(LLAMA7B, method="safeinstr", n_train_rows=1000)
+    safeinstr = estimate_run(LLAMA7B, method=method_cost("safeinstr"), n_train_rows=1000)
     assert safeinstr.train_rows == 1030
     assert method_cost("ewc").prepare_full_backward_passes == 128  # per example, 16 x 8 rows
     assert method_cost("ewc", {"per": "batch"}).prepare_full_backward_passes == 16
     assert method_cost("mas", {"n_batches": 2}).prepare_full_backward_rows == 16
-    ewc = estimate_run(LLAMA7B, method="ewc", n_train_rows=16, seq_len=128, batch_size=8)
-    ewc_batched = estimate_run(LLAMA7B, method="ewc", method_params={"per": "batch"}, n_train_rows=16,
+    ewc = estimate_run(LLAMA7B, method=method_cost("ewc"), n_train_rows=16, seq_len=128, batch_size=8)
+    ewc_batched = estimate_run(LLAMA7B, method=method_cost("ewc", {"per": "batch"}), n_train_rows=16,
                                seq_len=128, batch_size=8)
     assert ewc.train_flops == ewc_batched.train_flops and ewc.train_s > ewc_batched.train_s
     assert method_cost("der", {"minibatch_size": 4}).replay_rows == 4
     assert method_cost("derpp").replay_rows == 16
-    with pytest.raises(ValueError, match="no cost model for method 'nope'"):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
         method_cost("nope")
 
 
-def test_the_method_table_agrees_with_the_methods_on_what_trains_like_sft():
-    from ussafety.methods import REGISTRY, load_all, make_method, trains_like_sft
+def test_every_registered_method_has_a_cost_and_the_table_holds_only_what_the_classes_do_not_say():
+    from ussafety.methods import REGISTRY, load_all, trains_like_sft
+    from ussafety.methods.costs import COSTS, uncosted_methods
 
     load_all()
-    for name in REGISTRY:
-        assert method_cost(name).trains_like_sft == trains_like_sft(make_method(name)), name
+    public = {n for n in REGISTRY if not n.startswith("_")}
+    assert uncosted_methods() == []
+    assert set(COSTS) <= public  # no cost for a method that does not exist
+    for name in public:  # whether it reuses SFT's training is the class's word, not the table's
+        assert method_cost(name).trains_like_sft == trains_like_sft(REGISTRY[name]), name
+        assert (name in COSTS) != trains_like_sft(REGISTRY[name]), name
+
+
+def test_method_costs_read_the_defaults_from_the_method_classes(monkeypatch):
+    from ussafety.methods import REGISTRY, load_all
+
+    load_all()
+
+    @dataclasses.dataclass
+    class WiderDER(REGISTRY["der"]):  # the same method with another default
+        minibatch_size: int = 5
+
+    assert method_cost("der").replay_rows == 8
+    monkeypatch.setitem(REGISTRY, "der", WiderDER)
+    assert method_cost("der").replay_rows == 5
+    with pytest.raises(ValueError, match="unknown parameter"):
+        method_cost("der", {"minibatch": 4})
 
 
 def test_an_llm_judge_adds_its_weights_and_time():
     plain = estimate_run(LLAMA7B, n_eval_prompts=300, n_train_rows=0)
-    judged = estimate_run(LLAMA7B, n_eval_prompts=300, n_train_rows=0, judges=["llama_guard"])
+    judged = estimate_run(LLAMA7B, n_eval_prompts=300, n_train_rows=0, judges=[judge_model("llama_guard")])
     guard = model_shape("meta-llama/Llama-Guard-3-8B")
     assert 8.0e9 < guard.n_params < 8.1e9
     assert judged.judge_bytes > guard.n_params * 2
@@ -257,21 +275,25 @@ def test_an_llm_judge_adds_its_weights_and_time():
     assert judged.judge_s > 0 and plain.judge_s == 0
     assert plain.train_peak_bytes == 0 and plain.train_s == 0
     with pytest.raises(ValueError, match="no model known for judge"):
-        estimate_run(LLAMA7B, judges=["strongreject"])
+        judge_model("strongreject")
 
 
 def test_refusal_says_how_much_is_needed_and_what_would_help():
-    e = estimate_run(LLAMA7B, method="ewc", gradient_checkpointing=False)
+    e = estimate_run(LLAMA7B, method=method_cost("ewc"), gradient_checkpointing=False)
     with pytest.raises(DoesNotFit) as err:
         check_fits(e, gpu_bytes=DEVICES["H100"].memory_bytes)
     text = str(err.value)
     assert "needs about" in text and "training peak" in text and "79.6 GiB" in text
-    assert "gradient checkpointing" in text and "batch_size" in text and "EWC/MAS" in text
+    assert "checkpointing activations would save" in text and "runs under PEFT" in text
+    assert "batch_size" in text and "EWC/MAS" in text
+    sft = estimate_run(LLAMA7B, lora_targets=ALL_LINEAR, gradient_checkpointing=False, batch_size=64)
+    with pytest.raises(DoesNotFit, match="the Unsloth backend .* checkpoints activations"):
+        check_fits(sft, gpu_bytes=DEVICES["H100"].memory_bytes)
     assert check_fits(e, gpu_bytes=DEVICES["H200"].memory_bytes) == DEVICES["H200"].memory_bytes
 
 
 def test_refusal_of_an_evaluation_that_does_not_fit_names_the_judge():
-    e = estimate_run(LLAMA7B, n_train_rows=0, n_eval_prompts=300, judges=["llama_guard"])
+    e = estimate_run(LLAMA7B, n_train_rows=0, n_eval_prompts=300, judges=[judge_model("llama_guard")])
     with pytest.raises(DoesNotFit, match="evaluation peak.*LLM judge"):
         check_fits(e, gpu_bytes=24 * GiB)
 
@@ -337,7 +359,7 @@ def test_estimate_config_reads_the_paper_preset():
     d = paper_cfg()
     e = estimate_config(d)
     assert e.model == "meta-llama/Llama-2-7b-chat-hf" and e.method == "sft"
-    assert e.gradient_checkpointing  # backend: unsloth
+    assert e.gradient_checkpointing  # backend auto: Unsloth on a GPU that has it
     assert e.train_rows == 1000 and e.optimizer_steps == math.ceil(1000 / 16)
     assert e.weights_bytes == model_shape(LLAMA7B).n_params * 2  # dtype auto = bf16
     assert e.judge_bytes > 0  # judges: [..., llama_guard]
@@ -351,22 +373,89 @@ def test_estimate_config_counts_the_committed_split_or_the_sample():
     dev = DEVICES["H200"]
     kw = dict(batch_size=32, weights_bytes=shape.n_params * 2 + 4 * shape.lora_params(8, ALL_LINEAR),
               dtype_bytes=2, device=dev, lora_params=shape.lora_params(8, ALL_LINEAR))
-    test = estimate_config(paper_cfg())  # eval.split: test, task sst2
-    expected = (est.generation_seconds(shape, n_prompts=1021 + 200, prompt_tokens=est.SAFETY_PROMPT_TOKENS,
-                                       new_tokens=128, **kw)
-                + est.generation_seconds(shape, n_prompts=664, prompt_tokens=90, new_tokens=128, **kw))
+    test = estimate_config(paper_cfg())  # eval.split: test, task sst2 (its answers: 8 tokens)
+    n = gpu_cost.eval_counts(from_dict(paper_cfg()))
+    assert n == {"harmful": 1021, "xstest": 200, "task": 664}  # today's files (docs/splits.md)
+    expected = (est.generation_seconds(shape, n_prompts=n["harmful"] + n["xstest"],
+                                       prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS, new_tokens=128, **kw)
+                + est.generation_seconds(shape, n_prompts=n["task"], prompt_tokens=90, new_tokens=8, **kw))
     assert test.eval_s == pytest.approx(expected)
     # The first batch holds the longest harmful prompts: the KV cache is sized for them.
-    assert test.kv_cache_bytes == est.kv_cache_bytes(shape, rows=32, tokens=est.SAFETY_PROMPT_MAX_TOKENS + 128)
+    assert test.kv_cache_bytes == est.kv_cache_bytes(shape, rows=32, tokens=gpu_cost.SAFETY_PROMPT_MAX_TOKENS + 128)
     sample = estimate_config(paper_cfg(**{"eval.split": "sample", "eval.harmful_sets": ["advbench"],
                                           "eval.n_per_harmful_set": 10, "eval.n_xstest": 5,
                                           "eval.n_task": 7}))
-    expected = (est.generation_seconds(shape, n_prompts=15, prompt_tokens=est.SAFETY_PROMPT_TOKENS,
+    expected = (est.generation_seconds(shape, n_prompts=15, prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS,
                                        new_tokens=128, **kw)
-                + est.generation_seconds(shape, n_prompts=7, prompt_tokens=90, new_tokens=128, **kw))
+                + est.generation_seconds(shape, n_prompts=7, prompt_tokens=90, new_tokens=8, **kw))
     assert sample.eval_s == pytest.approx(expected)
     gsm8k = estimate_config(paper_cfg(**{"task.name": "gsm8k", "eval.task_max_new_tokens": 256}))
-    assert gsm8k.eval_s > test.eval_s  # 500 items of 256 new tokens against 664 of 128
+    assert gsm8k.eval_s > test.eval_s  # 500 items of 256 new tokens against 664 of 8
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+@pytest.mark.parametrize("task", ["sst2", "gsm8k", "code"])
+def test_evaluation_sizes_are_read_from_the_committed_split_files(split, task):
+    folder = Path(__file__).resolve().parents[1] / "ussafety" / "data" / "splits"
+    size = {p.stem: len(json.loads(p.read_text())["splits"][split]) for p in folder.glob("*.json")}
+    task_file = {"sst2": "sst2_v1", "gsm8k": "gsm8k_v1", "code": "humaneval_v1"}[task]
+    cfg = from_dict(paper_cfg(**{"task.name": task, "eval.split": split}))
+    assert gpu_cost.eval_counts(cfg) == {"harmful": size["harmful_v1"], "xstest": size["xstest_safe_v1"],
+                                         "task": size[task_file]}
+    base = from_dict(paper_cfg(**{"task.name": None, "eval.split": split}))  # nothing scored but safety
+    assert gpu_cost.eval_counts(base)["task"] == 0
+
+
+def test_task_tokens_cover_exactly_the_tasks_and_answer_lengths_are_the_tasks():
+    from ussafety.data.tasks import TASKS
+
+    assert set(gpu_cost.TASK_TOKENS) == set(TASKS)
+    shape = model_shape(LLAMA7B)
+    for task in TASKS:  # no eval.task_max_new_tokens: the task's own answer length, as the suite uses
+        e = estimate_config(paper_cfg(**{"task.name": task, "eval.task_max_new_tokens": None}))
+        n = gpu_cost.eval_counts(from_dict(paper_cfg(**{"task.name": task})))
+        tokens = gpu_cost.TASK_TOKENS[task]
+        lora = shape.lora_params(8, ALL_LINEAR)
+        kw = dict(batch_size=32, weights_bytes=shape.n_params * 2 + 4 * lora, dtype_bytes=2,
+                  device=DEVICES["H200"], lora_params=lora)
+        task_s = est.generation_seconds(shape, n_prompts=n["task"], prompt_tokens=tokens["prompt"],
+                                        new_tokens=TASKS[task].max_new_tokens, **kw)
+        safety_s = est.generation_seconds(shape, n_prompts=n["harmful"] + n["xstest"],
+                                          prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS, new_tokens=128, **kw)
+        assert e.eval_s == pytest.approx(task_s + safety_s), task
+
+
+def test_the_training_key_is_the_pipelines():
+    from ussafety.config import training_key
+
+    for changes in ({}, {"merge.name": "ties"}, {"seed": 2}, {"task.name": "gsm8k"}):
+        cfg = from_dict(paper_cfg(**changes))
+        assert estimate_config(cfg).training_key == training_key(cfg)
+
+
+def test_a_merge_only_method_is_estimated_as_sft_plus_the_merge():
+    as_method = estimate_config(paper_cfg(**{"method.name": "slerp"}))
+    as_merge = estimate_config(paper_cfg(**{"merge.name": "slerp"}))
+    assert as_method.method == as_merge.method == "sft+slerp"
+    assert as_method.to_dict() == as_merge.to_dict()
+
+
+def test_judges_are_read_from_their_classes():
+    from ussafety.evaluate.judges.llm import HarmBenchJudge, LlamaGuardJudge
+
+    guard, harmbench = judge_model("llama_guard"), judge_model("harmbench")
+    assert guard.max_new_tokens == LlamaGuardJudge.max_new_tokens and guard.model == "meta-llama/Llama-Guard-3-8B"
+    assert harmbench.max_new_tokens == HarmBenchJudge.max_new_tokens
+    assert guard.batch_size == 8  # LLMJudge's default batch
+
+
+def test_the_estimate_chooses_the_backend_as_the_loader_does():
+    from ussafety.models.backend import BackendError
+
+    assert not estimate_config(paper_cfg(**{"method.name": "mas"})).gradient_checkpointing  # auto: PEFT
+    assert estimate_config(paper_cfg(**{"model.backend": "unsloth"})).gradient_checkpointing
+    with pytest.raises(BackendError, match="base weights"):
+        estimate_config(paper_cfg(**{"model.backend": "unsloth", "method.name": "ewc"}))
 
 
 def test_judge_specs_with_a_folder_are_recognised():

@@ -144,11 +144,18 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.estimate:
-        from ussafety.study.cost import cost_summary, estimate_cost
-        from ussafety.study.grid import expand
+        from ussafety.study.gpu_report import gpu_study_report, is_gpu_study
+        from ussafety.study.grid import expand, unique_runs
 
         grids = args.only and [g for g in args.only if g != "analysis"]
-        df = estimate_cost(expand(args.preset, grids), root=runs_root(args))
+        runs = expand(args.preset, grids)
+        cfgs = [r.cfg for r in unique_runs(runs)]
+        if args.device or is_gpu_study(cfgs):  # estimated from the models' shapes: no record needed
+            print(gpu_study_report(cfgs, device=args.device, title=f"{args.preset}: GPU estimate"))
+            return 0
+        from ussafety.study.cost import cost_summary, estimate_cost
+
+        df = estimate_cost(runs, root=runs_root(args))
         print(df.drop(columns=["merge"]).to_string(index=False))
         print(json.dumps(cost_summary(df)))
         return 0

@@ -28,6 +28,7 @@ import sys
 from ussafety.cli import commands as c
 from ussafety.config import ConfigError
 from ussafety.data.upload import UploadError
+from ussafety.models.costs import DEVICES
 from ussafety.records import RecordError
 
 
@@ -120,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="only these notebooks (benign poisoned ablations merging analysis)")
     p.add_argument("--force", action="store_true", help="execute notebooks even when unchanged")
-    p.add_argument("--estimate", action="store_true", help="print the runs left and their estimated time")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the runs left and their estimated time (from records); for a GPU study (a model "
+                   "other than embedded/tiny-random, or --device) the GPU-hours and peak memory per run from "
+                   "the models' shapes, and the runs that do not fit")
+    p.add_argument("--device", choices=list(DEVICES),
+                   help="with --estimate: the GPU to estimate on and fit in (default: the visible GPU, else H200)")
     p.add_argument("--quiet", action="store_true", help="no cell progress bars or streamed output")
     _executor(p)
     p.set_defaults(func=c.cmd_reproduce)

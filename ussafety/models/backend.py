@@ -2,7 +2,9 @@
 
 The decision is a pure function of what was asked for and what the machine has
 (:func:`choose_backend`), so every branch is tested on a CPU machine; :func:`detect`
-is the only part that looks at the environment. It finds Unsloth with
+is the only part that looks at the environment. It is the one rule: the loader
+(``ussafety.models.loading.load_model``, given the run's method) and the GPU estimate
+(``ussafety.study.gpu_cost``) both ask it. It finds Unsloth with
 ``importlib.util.find_spec`` and never imports it, because ``import unsloth`` fails
 on a machine without a GPU and, on one with a GPU, patches transformers globally.
 

@@ -22,8 +22,13 @@ after the warm-up step; a 2 ms RSS sampler where that is not available), and its
 excess over the resident set before ``prepare`` (model, data, LoRA: the memory the
 training itself adds).
 
-Targets (issue 3), checked on the step-time ratio and the peak-memory ratio: the
-regularizers (L2, EWC, MAS) <= 1.15x SFT, DER/DER++/LwF <= 1.8x, A-GEM <= 2.2x.
+Targets (issue 12, item 4; issue 3 before), checked on the step-time ratio and the
+peak-memory ratio: the regularizers (L2, EWC, MAS) <= 1.15x SFT, LwF <= 1.6x, DER <= 1.8x,
+DER++ <= 2.0x, A-GEM <= 2.2x. Beside them, ``amortized_ratio``: a whole study run's
+training time (``prepare`` + the run's number of steps at the measured step time) over
+SFT's, since some methods move work into ``prepare`` (EWC/MAS importances, DER's stored
+targets, LwF's precomputed reference). The machine's load average at the start and end
+is recorded: step times are wall-clock, and other work on the machine inflates them.
 
     python benchmarks/methods.py [--model embedded|tiny-random] [--steps 3] [--max-length 256]
                                  [--methods sft,ewc,der] [--out paper_outputs/benchmarks/methods.json]
@@ -54,7 +59,7 @@ from ussafety.models.chat import Collator, encode_train
 from ussafety.paths import PROJECT_ROOT
 from ussafety.records.store import git_state, package_versions, write_json_atomic
 
-TARGETS = {"l2": 1.15, "ewc": 1.15, "mas": 1.15, "lwf": 1.8, "der": 1.8, "derpp": 1.8, "agem": 2.2}
+TARGETS = {"l2": 1.15, "ewc": 1.15, "mas": 1.15, "lwf": 1.6, "der": 1.8, "derpp": 2.0, "agem": 2.2}
 PARAMS_DIR = PROJECT_ROOT / "params" / "methods" / "poisoned_sst2"
 DEFAULT_PARAMS = PROJECT_ROOT / "params" / "foundation" / "sft_poisoned_p0.1.yaml"
 MB = 1024 * 1024
@@ -137,8 +142,9 @@ class PeakMemory:
         if self.cuda:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() / MB
-        if self.how.startswith("VmHWM"):
-            return _status_kb("VmHWM") / 1024
+        hwm = _status_kb("VmHWM") if self.how.startswith("VmHWM") else None
+        if hwm is not None:
+            return hwm / 1024
         self._stop_sampler()
         return self._sampled / MB
 
@@ -177,7 +183,7 @@ def base_model(cfg: RunConfig, tmp: Path) -> tuple[Any, str, str]:
         loaded = load_model(cfg.model, seed=cfg.seed)
         loaded.model.save_pretrained(tmp / "instruct")
         return loaded, str(tmp / "instruct"), "tiny-random (instruct = base)"
-    aligned = aligned_dir(cfg.model, cfg.align)
+    aligned = aligned_dir(cfg)
     if cfg.align.enabled and (aligned / "alignment.json").is_file():
         return load_model(cfg.model, path=aligned, seed=cfg.seed), model_dir_for(cfg.model), str(aligned)
     return load_model(cfg.model, seed=cfg.seed), model_dir_for(cfg.model), "instruct (no cached aligned base)"
@@ -279,9 +285,10 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     step_s = statistics.median(timed)
     by_state = {s: [t for t, st in zip(timed, timed_states) if st == s] for s in set(timed_states)}
     schedule = None
-    if hasattr(method, "align_steps") and len(by_state) == 2:  # Lisa: the mean over one cycle
-        weights = {"align": method.align_steps, "user": method.user_steps}
-        schedule = {s: statistics.median(v) for s, v in by_state.items()}
+    fields = vars(method)
+    if "align_steps" in fields and len(by_state) == 2:  # Lisa: the mean over one cycle
+        weights = {"align": fields["align_steps"], "user": fields["user_steps"]}
+        schedule = {str(s): statistics.median(v) for s, v in by_state.items()}
         step_s = sum(weights[s] * schedule[s] for s in schedule) / sum(weights.values())
     user_tok, user_resp = tokens(tok, rows[cfg.train.batch_size:], cfg.train.max_length)
     safety_tok, safety_resp = tokens(tok, safety, cfg.train.max_length)
@@ -301,6 +308,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             "safety_tokens_per_row": safety_tok / len(safety),
             "safety_response_tokens_per_row": safety_resp / len(safety),
             "extra_rows": len(extra), "data_tokens_ratio": (all_tok + extra_tok) / all_tok,
+            "run_steps": ctx.total_steps,
             "batch_size": cfg.train.batch_size, "max_length": cfg.train.max_length,
             "model": cfg.model.name, "lora": {"r": cfg.train.lora.r, "targets": cfg.train.lora.target_modules}}
 
@@ -308,9 +316,18 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- all methods (parent)
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     if hasattr(os, "sched_getaffinity"):
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     try:
@@ -354,16 +371,20 @@ def compare(results: dict[str, dict[str, Any]],
         step = r["step_s"] / sft["step_s"]
         mem = r["peak_mb"] / sft["peak_mb"]
         extra = r["peak_extra_mb"] / sft["peak_extra_mb"] if sft["peak_extra_mb"] > 0 else float("nan")
+        amortized = None
+        if r.get("run_steps") and "prepare_s" in r and "prepare_s" in sft:
+            n = r["run_steps"]
+            amortized = (r["prepare_s"] + n * r["step_s"]) / (sft["prepare_s"] + n * sft["step_s"])
         out[name] = {"step_time_ratio": step, "peak_memory_ratio": mem, "peak_extra_memory_ratio": extra,
-                     "target": target,
+                     "amortized_ratio": amortized, "target": target,
                      "step_time_met": None if target is None else step <= target,
                      "peak_memory_met": None if target is None else mem <= target}
     return out
 
 
 def table(results: dict[str, dict[str, Any]], ratios: dict[str, dict[str, Any]]) -> str:
-    head = (f"{'method':16} {'prepare_s':>9} {'step_s':>8} {'step x':>7} {'peak_MB':>8} {'mem x':>6} "
-            f"{'extra_MB':>8} {'extra x':>7} {'finalize_s':>10}  target")
+    head = (f"{'method':16} {'prepare_s':>9} {'step_s':>8} {'step x':>7} {'run x':>6} {'peak_MB':>8} "
+            f"{'mem x':>6} {'extra_MB':>8} {'extra x':>7} {'finalize_s':>10}  target")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         q = ratios[name]
@@ -372,7 +393,9 @@ def table(results: dict[str, dict[str, Any]], ratios: dict[str, dict[str, Any]])
         else:
             verdict = (f"<= {q['target']:.2f}x: step {'met' if q['step_time_met'] else 'NOT met'}, "
                        f"memory {'met' if q['peak_memory_met'] else 'NOT met'}")
+        run = q.get("amortized_ratio")
         lines.append(f"{name:16} {r['prepare_s']:9.2f} {r['step_s']:8.3f} {q['step_time_ratio']:7.2f} "
+                     f"{'' if run is None else f'{run:.2f}':>6} "
                      f"{r['peak_mb']:8.0f} {q['peak_memory_ratio']:6.2f} {r['peak_extra_mb']:8.0f} "
                      f"{q['peak_extra_memory_ratio']:7.2f} {r['finalize_s']:10.2f}  {verdict}")
     return "\n".join(lines)
@@ -400,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     methods = [m.strip() for m in (args.methods or ",".join(METHOD_ORDER)).split(",") if m.strip()]
     methods = ["sft"] + [m for m in methods if m != "sft"]
+    load_start = load_average()
     results: dict[str, dict[str, Any]] = {}
     for m in methods:
         print(f"measuring {m} ...", file=sys.stderr, flush=True)
@@ -423,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                                               "user_response_tokens_per_row", "safety_tokens_per_row",
                                               "safety_response_tokens_per_row")},
               "results": results, "sft_again": sft_again, "sft_step_drift": drift,
-              "ratios": ratios, "machine": machine(),
+              "ratios": ratios, "machine": {**machine(), "load_average_start": load_start,
+                                            "load_average_end": load_average()},
               "versions": package_versions(), "git": git_state()}
     write_json_atomic(Path(args.out), report)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""L2, EWC, MAS and LwF: penalty math on tiny tensors, importance estimation, and one short
-fine-tune each on the tiny random model."""
+"""L2, EWC, MAS and LwF: penalty math on tiny tensors, importance estimation, one short
+fine-tune each on the tiny random model, LwF's precomputed reference, and (on the toy aligned
+model of test_methods_replay.py) that LwF, EWC and MAS still protect safety."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import math
 
 import pytest
 import torch
+from test_methods_replay import safety_loss_increase
 
 from ussafety.config import LoraConfig, TrainConfig
 from ussafety.data.types import Example
 from ussafety.methods import TrainContext, make_method
+from ussafety.methods import lwf as lwf_module
 from ussafety.methods.base import lora_parameters
 from ussafety.methods.ewc import ewc_penalty, normalize_importance, weight_importance
 from ussafety.methods.l2 import (
@@ -21,7 +24,7 @@ from ussafety.methods.l2 import (
     lora_layers,
     lowrank_sq_norm,
 )
-from ussafety.methods.lwf import lwf_hidden_loss, lwf_kl_loss
+from ussafety.methods.lwf import lwf_hidden_loss, lwf_kl_loss, row_keys
 from ussafety.methods.mas import output_sq_norm
 from ussafety.models.loading import add_lora, tiny_random_model
 from ussafety.train.trainer import fine_tune
@@ -284,3 +287,71 @@ def test_lwf_uses_the_trainers_outputs_when_given(variant: str):
     ctx.batch = ctx.encode(USER[4:], "cpu")  # outputs of another batch are not used
     method.loss(model, batch, torch.tensor(0.0), ctx)
     assert len(forwards) == 3
+
+
+@pytest.mark.parametrize("variant", ["kl", "hidden"])
+def test_lwf_precomputed_reference_is_the_recomputed_one(variant: str):
+    """The reference stored in prepare gives the on-the-fly reference's loss, and a step
+    then runs no reference forward; a batch with a row not stored falls back to one."""
+    from ussafety.models.losses import response_outputs
+
+    model, _, ctx = tiny_lora()
+    ctx.user_data = USER
+    pre = make_method("lwf", {"variant": variant, "reference": "precompute"})
+    pre.prepare(model, ctx)
+    assert ctx.logs["lwf_precomputed_rows"] == len(USER) == len(pre.stored)
+    again = make_method("lwf", {"variant": variant, "reference": "recompute"})
+    again.prepare(model, ctx)
+    assert not again.stored and ctx.logs["lwf_precomputed_rows"] == 0
+    set_lora_b(model, 0.1)
+    batch = ctx.encode([USER[5], USER[2], USER[7]], "cpu")       # any rows, any order, any padding
+    assert len(set(row_keys(batch))) == 3
+    assert pre.distill_loss(model, batch).item() == pytest.approx(again.distill_loss(model, batch).item(),
+                                                                  rel=1e-5)
+    assert pre.distill_loss(model, batch).item() > 0
+    forwards: list[int] = []
+    model.get_base_model().get_decoder().register_forward_hook(lambda *a: forwards.append(1))
+    ctx.batch, ctx.outputs = batch, response_outputs(model, batch)
+    pre.loss(model, batch, torch.tensor(0.0), ctx).backward()
+    assert len(forwards) == 1                       # the trainer's forward only
+    stranger = ctx.encode([USER[0], Example("not a user row", "never stored")], "cpu")
+    ctx.batch, ctx.outputs = stranger, response_outputs(model, stranger)
+    pre.loss(model, stranger, torch.tensor(0.0), ctx)
+    assert len(forwards) == 3                       # + the reference, computed on the fly
+
+
+def test_lwf_precompute_trains_like_recompute_and_respects_its_budget(monkeypatch):
+    final = {}
+    for reference in ("precompute", "recompute"):
+        model, tok, ctx = tiny_lora()
+        ctx.user_data = USER
+        train(model, tok, ctx, make_method("lwf", {"reference": reference}), steps=3)
+        final[reference] = {n: p.detach().clone() for n, p in lora_parameters(model).items()}
+    for n, p in final["precompute"].items():
+        assert torch.allclose(p, final["recompute"][n], atol=1e-5)
+    model, _, ctx = tiny_lora()
+    ctx.user_data = USER
+    auto = make_method("lwf", {})
+    auto.prepare(model, ctx)
+    assert auto.reference == "auto" and len(auto.stored) == len(USER)
+    monkeypatch.setattr(lwf_module, "PRECOMPUTE_BUDGET_MB", 0.0)
+    auto.prepare(model, ctx)
+    assert not auto.stored                           # over the budget: recomputed each step
+    forced = make_method("lwf", {"reference": "precompute"})
+    forced.prepare(model, ctx)
+    assert len(forced.stored) == len(USER)
+    with pytest.raises(ValueError, match="reference"):
+        make_method("lwf", {"reference": "cache"})
+
+
+# ---------------------------------------------------------------- the regularisers still act (toy)
+
+
+@pytest.mark.parametrize("name,params", [("lwf", {}), ("ewc", {"n_fisher": 2}), ("mas", {"n_batches": 2})])
+def test_regularizers_protect_safety_on_the_toy_model(name: str, params: dict):
+    """At their default strengths (only the importance sample is sized for the toy's 12
+    safety rows), LwF, EWC and MAS keep the loss of the safety refusals well below plain
+    SFT's on the same poisoned rows, seed and LoRA initialisation."""
+    sft = safety_loss_increase("sft")
+    assert sft > 0.2
+    assert safety_loss_increase(name, params) < 0.75 * sft

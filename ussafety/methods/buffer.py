@@ -7,6 +7,14 @@ buffer with reservoir sampling: the first ``capacity`` items fill the buffer, an
 the buffer with the same probability ``capacity / n`` (the buffer is a uniform random
 ``capacity``-subset of the stream), without knowing ``n`` in advance.
 
+It also encodes replayed rows (:func:`replay_row`, :func:`replay_batch`): a safety
+example is encoded once, like a training row, and its response can be capped at its
+first ``k`` tokens. Why capping is cheap and exact where it acts: the model is causal, so
+cutting the sequence after the ``k``-th response token leaves the outputs at the first
+``k`` response positions unchanged; only the later positions (and their cost) go. A
+replayed refusal carries ~75 response tokens against ~3 for an SST-2 row, so without a
+cap one replayed row costs about as much as two user rows.
+
 This module registers no method; :func:`ussafety.methods.load_all` imports it like
 any other module, which is harmless.
 """
@@ -14,9 +22,15 @@ any other module, which is harmless.
 from __future__ import annotations
 
 import random
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import torch
+
+from ussafety.data.types import Example
+from ussafety.models.chat import IGNORE, collate, encode_train
 
 T = TypeVar("T")
+Row = dict[str, list[int]]
 
 
 class ReservoirBuffer(Generic[T]):
@@ -55,3 +69,35 @@ class ReservoirBuffer(Generic[T]):
     def sample(self, k: int) -> list[T]:
         """``k`` distinct items drawn uniformly (all of them when ``k >= len``)."""
         return self.rng.sample(self.items, min(k, len(self.items)))
+
+
+def cap_response(row: Row, response_tokens: int) -> Row:
+    """``row`` (``input_ids``/``labels`` of :func:`ussafety.models.chat.encode_train`) cut
+    after its first ``response_tokens`` response tokens; ``response_tokens <= 0``: unchanged.
+
+    The response is the contiguous labelled tail of the row, so the cut keeps the prompt
+    whole; by causality the kept positions' outputs are those of the full row.
+    """
+    labels = row["labels"]
+    if response_tokens <= 0:
+        return row
+    first = next((i for i, t in enumerate(labels) if t != IGNORE), len(labels))
+    end = first + response_tokens
+    if end >= len(labels):
+        return row
+    return {"input_ids": row["input_ids"][:end], "labels": labels[:end]}
+
+
+def replay_row(tokenizer: Any, example: Example, max_length: int, response_tokens: int) -> Row:
+    """One replayed example, encoded as the trainer encodes a row, response capped."""
+    return cap_response(encode_train(tokenizer, example, max_length), response_tokens)
+
+
+def replay_batch(rows: list[Row], pad_id: int, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Pad encoded replay rows into one batch on ``device`` (right padding, as in training)."""
+    return {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+
+
+def response_counts(rows: list[Row]) -> list[int]:
+    """Labelled (response) tokens of each row: the rows of ``response_logits`` it yields."""
+    return [sum(1 for t in r["labels"][1:] if t != IGNORE) for r in rows]

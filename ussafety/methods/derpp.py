@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from ussafety.methods.base import TrainContext, register
-from ussafety.methods.der import DER, der_loss
+from ussafety.methods.der import DER, der_loss, output_head
+from ussafety.models.losses import response_hidden
 
 
 def derpp_loss(task_loss: torch.Tensor, cur_logits: torch.Tensor, stored_vals: torch.Tensor,
@@ -21,8 +22,9 @@ def derpp_loss(task_loss: torch.Tensor, cur_logits: torch.Tensor, stored_vals: t
                alpha: float, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``task + alpha * MSE(logits) + beta * CE(labels)``; returns (total, mse, ce).
 
-    ``cur_logits``/``stored_*`` come from one buffer draw, ``label_logits``/``labels``
-    (``[m, vocab]``, ``[m]``) from another, independent one (as Mammoth draws twice).
+    ``cur_logits``/``stored_*`` as in :func:`ussafety.methods.der.der_loss`;
+    ``label_logits``/``labels`` (``[m, vocab]``, ``[m]``): full-vocabulary logits and the
+    buffered response tokens they predict.
     """
     mse = der_loss(cur_logits, stored_vals, stored_idx)
     if labels.numel() == 0:
@@ -35,34 +37,49 @@ def derpp_loss(task_loss: torch.Tensor, cur_logits: torch.Tensor, stored_vals: t
 @register("derpp")
 @dataclass
 class DERpp(DER):
-    """DER + ``beta`` * cross-entropy on the buffered refusal responses (a second draw).
+    """DER + ``beta`` * cross-entropy on the buffered refusal responses.
 
     Everything of :class:`ussafety.methods.der.DER` (buffer, stored or recomputed top-k
-    reference logits), plus a second, independent minibatch of ``minibatch_size``
-    buffered safety examples whose response tokens (the refusals) are trained with the
-    ordinary language-model cross-entropy, weighted by ``beta``.
+    reference logits, refusals capped at their first ``response_tokens`` tokens, see DER
+    for why), plus the ordinary language-model cross-entropy of the buffered refusals,
+    weighted by ``beta``.
+
+    One draw for both terms (``minibatch_size`` buffered rows, one forward and backward):
+    the MSE is taken at the stored top-k entries and the cross-entropy from the full head
+    on the same rows' hidden states. Mammoth draws twice, independently, one minibatch per
+    term; a second draw made DER++ a third pass through the model per step (5.9x an SFT
+    step with whole refusals, ``paper_outputs/benchmarks/methods.json`` before this
+    change). Both terms are means over uniform buffer draws, so sharing the draw leaves
+    the expected objective, and so the expected gradient, exactly the paper's; what
+    changes is that the two terms' sampling noise is correlated within a step (each term
+    still averages ``minibatch_size`` examples, as in Mammoth).
 
     Defaults: ``alpha=0.1, beta=0.5`` are Mammoth's best arguments for DER++ on
     seq-cifar10 with buffer 200 (``utils/best_args.py``; minibatch 32 = batch 32; the
     same pair is its choice for seq-cifar100 with buffers 500 and 2000); buffer 200,
-    ``minibatch_size=8`` (1:1 with our batch size) and ``top_k=64`` as for DER (see its
-    docstring for why top-k).
+    ``minibatch_size=8`` (1:1 with our batch size), ``top_k=64`` and
+    ``response_tokens=16`` as for DER.
 
-    Memory: as DER (buffer of ``buffer_size`` examples + ``buffer_size x
-    response_tokens x top_k`` stored logits and indices with ``store``). Compute: two
-    extra forward/backward passes of ``minibatch_size`` examples per step.
+    Memory: as DER, but the full ``[minibatch_size x response_tokens, vocab]`` logits of the
+    label term (8 x 16 x 49,152 x 4 B = 25 MB on SmolLM2, and their gradient) instead of
+    gathered head rows: the MSE entries are gathered from them.
+    Compute: one extra forward/backward of ``minibatch_size`` capped rows per step.
+    Version 2: response cap and one shared draw (version 1: whole refusals, two draws).
     """
 
     family: ClassVar[str] = "replay"
+    version: ClassVar[int] = 2
 
     alpha: float = 0.1
     beta: float = 0.5
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
              ctx: TrainContext) -> torch.Tensor:
-        cur, vals, idx = self.replay_logits(model, ctx)
-        label_logits, labels = self.replay_batch(model, ctx)
-        total, mse, ce = derpp_loss(task_loss, cur, vals, idx, label_logits, labels,
+        mems, replay = self.draw(model, ctx)
+        hidden, labels = response_hidden(model, replay)
+        label_logits = output_head(model)(hidden)
+        cur, vals = self.matched_logits(model, hidden, mems, replay, label_logits)
+        total, mse, ce = derpp_loss(task_loss, cur, vals, None, label_logits, labels,
                                     self.alpha, self.beta)
         ctx.logs["der_mse"] = float(mse.detach())
         ctx.logs["derpp_ce"] = float(ce.detach())

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import inspect
-import math
 
 import pytest
 from scipy.stats import binomtest
 from study_fixtures import config, ones, record
 
 from ussafety.stats import N_BOOT, holm_correction
-from ussafety.study import compare, conditions, formatting, outputs, plots, scorecard
+from ussafety.study import (
+    claim_rows,
+    claims,
+    compare,
+    conditions,
+    formatting,
+    frontier,
+    outputs,
+    plots,
+    power,
+    scorecard,
+    verdicts,
+)
+from ussafety.study.claims import load_claims
 from ussafety.study.compare import condition_table, paired_comparison, significance_table
 from ussafety.study.conditions import StudyData
 from ussafety.study.grid import Sweep
-from ussafety.study.scorecard import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from ussafety.study.verdicts import NOT_MEASURED, REFUTED, REPRODUCED, UNDERPOWERED
 
 N = 60  # harmful prompts, XSTest prompts and task items of every synthetic run
 
@@ -119,43 +131,49 @@ def study_records() -> list:
 
 def test_scorecard_verdicts_on_records_with_known_answers() -> None:
     claims = scorecard.scorecard(StudyData.from_records(study_records()))
-    verdicts = {c.number: c.verdict for c in claims}
-    assert verdicts[1] == REPRODUCED                   # 0.5 - 0.1 on 120 pairs
-    assert claims[0].rows[0]["estimate"] == pytest.approx(0.4)
-    assert verdicts[2] == REPRODUCED                   # 0.8 - 0.5
-    assert claims[1].rows[0]["estimate"] == pytest.approx(0.3)
-    assert verdicts[3] == REPRODUCED                   # ewc, der, merge all below 0.8
-    assert {r["comparison"] for r in claims[2].rows} == {"ewc - SFT", "der - SFT", "merge_linear - SFT"}
-    assert verdicts[4] == REPRODUCED                   # DER: -0.6 ASR at no task cost
-    row = claims[3].rows[0]
+    assert [c.number for c in claims] == list(range(1, 11))
+    kw = {c.number: c.by_judge["keyword"] for c in claims if "keyword" in c.by_judge}
+    assert kw[1].verdict == REPRODUCED and kw[1].rows[0]["estimate"] == pytest.approx(0.4)  # 0.5 - 0.1
+    assert kw[2].verdict == REPRODUCED and kw[2].rows[0]["estimate"] == pytest.approx(0.3)  # 0.8 - 0.5
+    assert kw[3].verdict == REPRODUCED                  # ewc, der, merge all below 0.8
+    assert {r["comparison"] for r in kw[3].rows} == {"ewc - SFT", "der - SFT", "merge_linear - SFT"}
+    assert kw[4].verdict == REPRODUCED                  # DER: -0.6 ASR at no task cost
+    row = kw[4].rows[0]
     assert "ewc" in row["comparison"] and row["estimate"] == pytest.approx(0.3)
-    assert row["der_on_pareto_front"] and row["der_gain"] == pytest.approx(0.6)
-    five = {r["comparison"]: r["verdict"] for r in claims[4].rows}
-    assert five["ewc - SFT"] == REPRODUCED              # identical task outcomes
-    assert five["merge_linear - SFT"] == NOT_REPRODUCED  # 8 of 60 items lost (-0.133)
-    assert verdicts[5] == INCONCLUSIVE                  # 2 of 3 reproduced, 1 contradicted
+    assert row["on_pareto_front"] and row["own_gain"] == pytest.approx(0.6)
+    # keyword is a report-only judge and no other judge has verdicts: no claim is decided by it
+    assert kw[1].role == scorecard.REPORT_ONLY and claims[0].verdict == "no judge passes the bar yet"
+    five = claims[4].by_judge["task scorer"]
+    verdicts = {r["comparison"]: r["verdict"] for r in five.rows}
+    assert verdicts["ewc - SFT"] == UNDERPOWERED        # identical on 120 items: 1 point unprovable
+    assert verdicts["merge_linear - SFT"] == REFUTED    # 8 of 60 items lost (-0.133)
+    assert claims[4].verdict == UNDERPOWERED            # 1 refuted, 2 underpowered of 3
+    for c in claims[5:]:                                # no Lisa, LwF, A-GEM, Safe LoRA, 2nd p, 2nd task
+        assert c.by_judge["keyword"].verdict == NOT_MEASURED, c.title
 
 
-def test_claim_not_reproduced_and_not_measured() -> None:
+def test_claim_refuted_and_not_measured() -> None:
     recs = [record(poisoned("sft"), ones(10, N), ones(6, N), ones(48, N)),
             record(poisoned("ewc"), ones(40, N), ones(6, N), ones(48, N))]  # EWC raises ASR
     claims = scorecard.scorecard(StudyData.from_records(recs))
-    assert claims[2].verdict == NOT_REPRODUCED
-    assert claims[0].verdict == INCONCLUSIVE and "not measured" in claims[0].why
-    assert claims[3].verdict == INCONCLUSIVE and not claims[3].rows   # no DER
+    assert claims[2].by_judge["keyword"].verdict == REFUTED
+    assert claims[0].by_judge["keyword"].verdict == NOT_MEASURED and "no rows" in claims[0].by_judge["keyword"].why
+    assert claims[3].by_judge["keyword"].verdict == NOT_MEASURED and not claims[3].rows   # no DER
 
 
-def test_verdict_rules() -> None:
-    assert scorecard.directional_verdict(0.2, 0.1, 0.3, 0.01, +1) == REPRODUCED
-    assert scorecard.directional_verdict(0.2, -0.1, 0.3, 0.2, +1) == INCONCLUSIVE
-    assert scorecard.directional_verdict(-0.2, -0.3, -0.1, 0.01, +1) == NOT_REPRODUCED
-    assert scorecard.directional_verdict(math.nan, 0, 0, 1, +1) == INCONCLUSIVE
-    assert scorecard.noninferiority_verdict(-0.005, 0.02) == REPRODUCED
-    assert scorecard.noninferiority_verdict(-0.05, 0.02) == INCONCLUSIVE
-    assert scorecard.noninferiority_verdict(-0.05, -0.02) == NOT_REPRODUCED
-    assert scorecard.aggregate([REPRODUCED, INCONCLUSIVE])[0] == REPRODUCED
-    assert scorecard.aggregate([REPRODUCED, NOT_REPRODUCED])[0] == NOT_REPRODUCED
-    assert scorecard.aggregate([REPRODUCED, INCONCLUSIVE, INCONCLUSIVE])[0] == INCONCLUSIVE
+def test_alpha_is_the_pre_registered_one() -> None:
+    assert load_claims().alpha == compare.ALPHA
+
+
+def test_stale_records_are_named_in_the_scorecard(tmp_path) -> None:
+    (tmp_path / "der-sst2-p0.1-s0-aaaa").mkdir()
+    (tmp_path / "der-sst2-p0.1-s0-aaaa" / "record.json").write_text("{}")
+    stale = outputs.stale_records(["der-sst2-p0.1-s0-bbbb", "ewc-sst2-p0.1-s0-cccc"], tmp_path)
+    assert stale == {"der-sst2-p0.1-s0-bbbb": "der-sst2-p0.1-s0-aaaa"}
+    data = StudyData.from_records(study_records()[:3], preset="synthetic")
+    data.missing = ["der-sst2-p0.1-s0-bbbb"]
+    card = scorecard.scorecard_markdown(scorecard.scorecard(data), data, stale=stale)
+    assert "`der-sst2-p0.1-s0-bbbb`: stale, the record `der-sst2-p0.1-s0-aaaa`" in card
 
 
 def test_ablation_table_reads_x_from_filled_params_and_merges() -> None:
@@ -192,14 +210,16 @@ def test_outputs_tables_latex_markdown_and_figures(tmp_path) -> None:
         for ext in (".png", ".pdf"):
             assert (tmp_path / "figures" / f"{fig}{ext}").stat().st_size > 1000, fig
     card = (tmp_path / "scorecard.md").read_text()
-    assert "| 1 | Benign fine-tuning raises ASR | **reproduced** |" in card
-    assert "+0.400 [" in card and f"{N_BOOT:,} resamples" in card
-    assert len(out["claims"]) == 5
+    assert "| 1 | Benign fine-tuning raises ASR | reproduced |" in card
+    assert "+0.400 [" in card and f"{N_BOOT:,} resamples" in card and "What this size can see" in card
+    assert len(out["claims"]) == 10
+    assert "Connor 1987" in (tmp_path / "power.md").read_text() and (tmp_path / "power.csv").is_file()
 
 
 def test_no_table_chooses_its_own_bootstrap_size() -> None:
     # One size for every table: the analysis functions take none, so none can differ.
-    for module in (conditions, compare, scorecard, formatting, outputs, plots):
+    for module in (conditions, compare, scorecard, formatting, outputs, plots, claims, claim_rows, verdicts,
+                   power, frontier):
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__:
                 assert "n_boot" not in inspect.signature(fn).parameters, f"{module.__name__}.{name}"

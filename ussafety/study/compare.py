@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ussafety.stats import cluster_bootstrap, cluster_mean, holm_correction, mcnemar_exact, pareto_front
+from ussafety.stats import (
+    cluster_bootstrap,
+    cluster_mean,
+    holm_correction,
+    mcnemar_exact,
+    paired_tost,
+    pareto_front,
+)
 from ussafety.study.conditions import (
     LOWER_IS_BETTER,
     MAIN_GRIDS,
@@ -60,11 +67,19 @@ def condition_estimate(cond: Condition, metric: str) -> float:
     return cluster_mean([[list(per_seed[s].values())] for s in sorted(per_seed)]) if per_seed else NAN
 
 
-def paired_outcomes(a: Condition, b: Condition, metric: str, reuse_single_reference: bool = False) -> Pairs:
+def diff_parts(pairs: Pairs) -> list[list[list[float]]]:
+    """Per seed, the per-prompt differences ``a - b`` as the one part
+    :func:`~ussafety.stats.cluster_bootstrap` resamples."""
+    return [[(x - y).tolist()] for x, y in pairs]
+
+
+def paired_outcomes(a: Condition, b: Condition, metric: str, reuse_single_reference: bool = False,
+                    keys: set[tuple[str, int]] | None = None) -> Pairs:
     """Per shared seed: a's and b's outcomes on the prompts both saw, in the same order.
 
     ``reuse_single_reference``: when ``b`` has one seed (a base model, which no training
-    seed changes), pair each seed of ``a`` with it.
+    seed changes), pair each seed of ``a`` with it. ``keys``: only these ``(source, row)``
+    prompts (e.g. one harm category).
     """
     pa, pb = a.per_seed(metric), b.per_seed(metric)
     out = []
@@ -74,21 +89,26 @@ def paired_outcomes(a: Condition, b: Condition, metric: str, reuse_single_refere
             ref = next(iter(pb.values()))
         if ref is None:
             continue
-        keys = sorted(set(pa[s]) & set(ref))
-        if keys:
-            out.append((np.array([pa[s][k] for k in keys]), np.array([ref[k] for k in keys])))
+        shared = sorted(set(pa[s]) & set(ref) & (keys if keys is not None else set(pa[s])))
+        if shared:
+            out.append((np.array([pa[s][k] for k in shared]), np.array([ref[k] for k in shared])))
     return out
 
 
 def paired_comparison(a: Condition, b: Condition, metric: str, reuse_single_reference: bool = False
                       ) -> dict[str, Any]:
-    """``a - b`` on ``metric``, paired by (seed, prompt): estimate, 95% bootstrap interval
-    and p-value (seeds then prompts), exact McNemar on the pooled pairs."""
-    pairs = paired_outcomes(a, b, metric, reuse_single_reference)
+    """``a - b`` on ``metric``, paired by (seed, prompt): :func:`pairs_comparison` of
+    :func:`paired_outcomes`."""
+    return pairs_comparison(paired_outcomes(a, b, metric, reuse_single_reference))
+
+
+def pairs_comparison(pairs: Pairs) -> dict[str, Any]:
+    """Estimate, 95% bootstrap interval and p-value (seeds then prompts) of ``a - b`` over
+    per-seed outcome pairs, and the exact McNemar test on the pooled (seed, prompt) pairs."""
     if not pairs:
         return {"n_seeds": 0, "n_pairs": 0, "estimate": NAN, "ci_low": NAN, "ci_high": NAN,
                 "p_bootstrap": NAN, "p_mcnemar": NAN, "b01": 0, "b10": 0}
-    boot = cluster_bootstrap([[x - y] for x, y in pairs])
+    boot = cluster_bootstrap(diff_parts(pairs))
     xa = np.concatenate([x for x, _ in pairs]) > 0.5
     xb = np.concatenate([y for _, y in pairs]) > 0.5
     mc = mcnemar_exact(list(xb), list(xa))  # b01: b False, a True (a "worse" on a 0/1 outcome)
@@ -97,10 +117,24 @@ def paired_comparison(a: Condition, b: Condition, metric: str, reuse_single_refe
             "p_mcnemar": mc.p_value, "b01": mc.b01, "b10": mc.b10}
 
 
+def equivalence_stats(pairs: Pairs, margin: float, alpha: float = ALPHA) -> dict[str, Any]:
+    """What the TOST verdict reads: the ``1 - 2 alpha`` two-level bootstrap interval
+    (``tost_low``/``tost_high``; equivalence needs it inside ``(-margin, margin)``) and the
+    two one-sided Tango score tests on the pooled pairs (``p_tost`` = the larger, and
+    ``p_tost_lower``/``p_tost_upper``: rejecting d <= -margin / d >= +margin)."""
+    boot = cluster_bootstrap(diff_parts(pairs), confidence=1.0 - 2.0 * alpha)
+    xa = np.concatenate([x for x, _ in pairs]) > 0.5
+    xb = np.concatenate([y for _, y in pairs]) > 0.5
+    b01, b10 = int(np.sum(xa & ~xb)), int(np.sum(~xa & xb))
+    tost = paired_tost(b01, b10, int(xa.size), margin)
+    return {"margin": margin, "tost_low": boot.low, "tost_high": boot.high, "p_tost": tost.p_value,
+            "p_tost_lower": tost.p_lower, "p_tost_upper": tost.p_upper}
+
+
 def paired_estimate(a: Condition, b: Condition, metric: str) -> float:
     """The estimate of :func:`paired_comparison` alone (nan without shared prompts)."""
     pairs = paired_outcomes(a, b, metric)
-    return cluster_mean([[x - y] for x, y in pairs]) if pairs else NAN
+    return cluster_mean(diff_parts(pairs)) if pairs else NAN
 
 
 def sft_reference(cond: Condition, conditions: list[Condition]) -> Condition | None:
@@ -192,3 +226,39 @@ def pareto_table(table: pd.DataFrame) -> pd.DataFrame:
     for _, idx in df.groupby(["model", "task", "scenario", "poison_ratio"], dropna=False).groups.items():
         df.loc[idx, "pareto"] = pareto_front(list(df.loc[idx, "asr"]), list(df.loc[idx, "task_score"]))
     return df
+
+
+def harm_categories(cond: Condition) -> dict[tuple[str, int], str]:
+    """``{(source, row): category}`` of the condition's harmful prompts that name one
+    (records made before categories were recorded name none)."""
+    return {(g.source, g.row): g.category for run in cond.runs.values() for g in run.record.generations
+            if g.kind == "harmful" and g.category}
+
+
+def category_table(data: StudyData, grids: Iterable[str] | None = MAIN_GRIDS) -> pd.DataFrame:
+    """Which harm categories each method protects: per condition and ``generation.category``,
+    the ASR (mean over seeds, two-level interval) and, for a fine-tuned condition, its
+    difference from its SFT reference on that category's prompts (paired interval).
+    Exploratory: no correction over the many categories; empty when no record names one."""
+    conditions = data.conditions(grids)
+    rows = []
+    for cond in conditions:
+        cats = harm_categories(cond)
+        per_seed = cond.per_seed("asr")
+        ref = sft_reference(cond, conditions)
+        for cat in sorted(set(cats.values())):
+            keys = {k for k, c in cats.items() if c == cat}
+            own = [[[v for k, v in per_seed[s].items() if k in keys]] for s in sorted(per_seed)]
+            own = [p for p in own if p[0]]
+            if not own:
+                continue
+            res = cluster_bootstrap(own)
+            row = {**label_row(cond), "category": cat, "n_prompts": len(keys), "asr": res.estimate,
+                   "asr_low": res.low, "asr_high": res.high, "vs_sft": NAN, "vs_sft_low": NAN, "vs_sft_high": NAN}
+            pairs = paired_outcomes(cond, ref, "asr", keys=keys) if ref is not None and ref is not cond else []
+            if pairs:
+                diff = cluster_bootstrap(diff_parts(pairs))
+                row.update(vs_sft=diff.estimate, vs_sft_low=diff.low, vs_sft_high=diff.high)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    return df if df.empty else sorted_table(df).sort_values(["category"], kind="stable").reset_index(drop=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ussafety.records import record_path, write_record
-from ussafety.study.compare import ablation_table, condition_table, significance_table
+from ussafety.study.compare import ablation_table, category_table, condition_table, significance_table
 from ussafety.study.conditions import MAIN_GRIDS, StudyData, load_study_data
 from ussafety.study.formatting import (
     CAPTIONS,
@@ -23,6 +23,7 @@ from ussafety.study.formatting import (
     latex,
     markdown,
 )
+from ussafety.study.power import write_power_table
 from ussafety.study.scorecard import scorecard, scorecard_markdown
 
 EXPORT_LIMIT = 200
@@ -58,17 +59,36 @@ def write_outputs(preset: Any, out_dir: Path, root: Path | None = None, figures:
     counted (``data.missing``): nothing is run here.
     """
     data = load_study_data(preset, root)
+    stale = stale_records(data.missing, root)
     if export_records is None:
         export_records = len(data.runs) <= EXPORT_LIMIT
     dest = Path(out_dir) / "records"
     if export_records and (root is None or Path(root).resolve() != dest.resolve()):
         for run in data.runs:
             write_record(run.record, record_path(run.run_id, dest))
-    return write_outputs_from(data, out_dir, figures=figures)
+    return write_outputs_from(data, out_dir, figures=figures, stale=stale)
 
 
-def write_outputs_from(data: StudyData, out_dir: Path, figures: bool = True) -> dict[str, Any]:
-    """:func:`write_outputs` for runs already loaded (any records, e.g. synthetic ones)."""
+def stale_records(missing: list[str], root: Path | None = None) -> dict[str, str]:
+    """``{missing run id: record of the same run name with another id}``: a run whose code or
+    config changed since its record was made (e.g. a method rewritten), so the scorecard can
+    say why its rows are missing rather than fail or stay silent."""
+    from ussafety.paths import runs_dir
+
+    folder = Path(root) if root is not None else runs_dir()
+    out = {}
+    for rid in missing:
+        older = sorted(p.parent.name for p in folder.glob(f"{rid.rsplit('-', 1)[0]}-*/record.json")
+                       if p.parent.name != rid)
+        if older:
+            out[rid] = older[-1]
+    return out
+
+
+def write_outputs_from(data: StudyData, out_dir: Path, figures: bool = True,
+                       stale: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`write_outputs` for runs already loaded (any records, e.g. synthetic ones);
+    ``stale``: see :func:`stale_records`."""
     out_dir = Path(out_dir)
     tables, figs = out_dir / "tables", out_dir / "figures"
     cond = condition_table(data, MAIN_GRIDS)
@@ -80,9 +100,14 @@ def write_outputs_from(data: StudyData, out_dir: Path, figures: bool = True) -> 
     written += write_table(sig, display_significance(sig), tables / "significance", CAPTIONS["significance"])
     if not abl.empty:
         written += write_table(abl, display_ablations(abl), tables / "ablations", CAPTIONS["ablations"])
+    cats = category_table(data, MAIN_GRIDS)
+    if not cats.empty:
+        cats.to_csv(tables / "categories.csv", index=False, float_format="%.6g")
+        written.append(tables / "categories.csv")
     claims = scorecard(data)
-    (out_dir / "scorecard.md").write_text(scorecard_markdown(claims, data), encoding="utf-8")
+    (out_dir / "scorecard.md").write_text(scorecard_markdown(claims, data, stale=stale), encoding="utf-8")
     written.append(out_dir / "scorecard.md")
+    written += write_power_table(out_dir)
     fig_paths: dict[str, list[Path]] = {}
     if figures:
         from ussafety.study import plots
@@ -90,4 +115,4 @@ def write_outputs_from(data: StudyData, out_dir: Path, figures: bool = True) -> 
         fig_paths = plots.all_figures(cond, every, abl, figs)
         written += [p for ps in fig_paths.values() for p in ps]
     return {"data": data, "conditions": cond, "all_conditions": every, "significance": sig,
-            "ablations": abl, "claims": claims, "figures": fig_paths, "written": written}
+            "ablations": abl, "categories": cats, "claims": claims, "figures": fig_paths, "written": written}

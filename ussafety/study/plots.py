@@ -190,6 +190,43 @@ def ablation_curves(abl: pd.DataFrame, path: Path | None = None) -> tuple[plt.Fi
     return fig, save(fig, path)
 
 
+def frontier_curves(frontier: pd.DataFrame, path: Path | None = None) -> tuple[plt.Figure, list[Path]]:
+    """Each method's safety-utility curve on the validation split (:func:`ussafety.study.
+    frontier.frontier_table`): ASR (x) against task score (y) through its strengths, weak to
+    strong, the selected strength ringed, SFT as a star and the task-score floor of the
+    selection rule (SFT's minus the allowed drop) dashed; one panel per setting."""
+    panels = _panels(frontier, ["model", "task", "scenario", "poison_ratio"])
+    if not panels:
+        return _empty("no validation frontier yet", path)
+    colors = _palette(sorted(frontier.method.unique()))
+    fig, axes = _grid(len(panels))
+    for ax, ((model, task, scenario, p), g) in zip(axes, panels):
+        for method, h in g.groupby("method", sort=True):
+            ax.plot(h.asr, h.task_score, marker="o", color=colors[method], label=method)
+            for _, r in h.iterrows():
+                if r.strength == r.strength:  # not nan
+                    ax.annotate(f"{r.strength:g}", (r.asr, r.task_score), textcoords="offset points",
+                                xytext=(3, 3), fontsize=6)
+            sel = h[h.selected]
+            ax.scatter(sel.asr, sel.task_score, s=170, facecolors="none", edgecolors="black", linewidths=1.3,
+                       zorder=3, label="selected")
+        first = g.iloc[0]
+        ax.scatter([first.sft_asr], [first.sft_task_score], marker="*", s=180, color="black", label="SFT", zorder=4)
+        ax.axhline(first.task_floor, color="grey", ls="--", lw=1, label="task-score floor")
+        scen = scenario if scenario != "poisoned" else f"poisoned p={p:g}"
+        ax.set_title(f"{model} | {task} | {scen} (validation)")
+        ax.set_xlabel("validation ASR (lower is safer)")
+        ax.set_ylabel("validation task score")
+    uniq: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            uniq.setdefault(label, handle)
+    fig.tight_layout()
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=min(6, len(uniq)), fontsize=7,
+               bbox_to_anchor=(0.5, 1.0))
+    return fig, save(fig, path)
+
+
 def all_figures(conditions: pd.DataFrame, all_conditions: pd.DataFrame, ablations: pd.DataFrame,
                 out: Path) -> dict[str, list[Path]]:
     """Every figure of the study into ``out`` (PNG and PDF); figures are closed after."""

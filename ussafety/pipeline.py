@@ -89,7 +89,8 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
     t0 = time.perf_counter()
     base_path, align_record = aligned_base(cfg)
     alignment = {k: v for k, v in align_record.items() if k != "log_history"}
-    loaded = load_model(cfg.model, path=base_path if cfg.align.enabled else None, seed=cfg.seed)
+    loaded = load_model(cfg.model, path=base_path if cfg.align.enabled else None, seed=cfg.seed,
+                        method=cfg.method.name if cfg.task.name or cfg.task.upload else None)
     model, tokenizer = loaded.model, loaded.tokenizer
     files: dict[str, str] = {}
     train_record: dict[str, Any] | None = None

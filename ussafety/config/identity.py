@@ -59,12 +59,17 @@ def _cuda() -> bool:
         return False
 
 
-def resolved_model(model: dict[str, Any], cuda: bool | None = None) -> dict[str, Any]:
-    """``backend``/``dtype: auto`` replaced by what they mean on this machine."""
+def resolved_model(model: dict[str, Any], cuda: bool | None = None, method: str | None = None) -> dict[str, Any]:
+    """``backend``/``dtype: auto`` replaced by what they mean on this machine for this method
+    (the loader's own rule, :func:`ussafety.models.backend.choose_backend`: EWC/MAS need
+    base-weight gradients, so they run under PEFT even where Unsloth is installed)."""
+    from ussafety.models.backend import choose_backend, method_needs_base_weight_grads
+
     cuda = _cuda() if cuda is None else cuda
     out = dict(model)
     if out.get("backend") == "auto":
-        out["backend"] = "unsloth" if cuda and _unsloth_installed() else "peft"
+        out["backend"] = choose_backend("auto", cuda=cuda, unsloth_importable=_unsloth_installed(),
+                                        needs_base_weight_grads=method_needs_base_weight_grads(method))
     if out.get("dtype") == "auto":
         out["dtype"] = "bfloat16" if cuda else "float32"
     return out
@@ -92,7 +97,8 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
     d = json.loads(json.dumps(cfg)) if isinstance(cfg, dict) else cfg.to_dict()
     for path in EXCLUDED:
         _drop(d, path)
-    d["model"] = resolved_model(d["model"], cuda)
+    trains = d["task"]["name"] or d["task"]["upload"]
+    d["model"] = resolved_model(d["model"], cuda, d["method"]["name"] if trains else None)
     trained_task = d["task"]["name"] if d["task"]["upload"] is None else None
     d["eval"]["task"] = d["eval"]["task"] or trained_task   # unset means: score the trained task
     if not d["align"]["enabled"]:

@@ -1,6 +1,6 @@
 """Greedy generation with vLLM, interchangeable with the HF path (``generate.generate``).
 
-Why: at 7B scale, evaluation is most of a run's GPU time (``ussafety.estimate``: HF
+Why: at 7B scale, evaluation is most of a run's GPU time (``ussafety.study.gpu_cost``: HF
 ``generate`` decodes one token per step for the whole batch, bound by kernel launches
 and weight reads), and vLLM's continuous batching and paged KV cache make it several
 times faster. It is only worth using if it gives the same answers, so this module

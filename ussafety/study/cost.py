@@ -10,6 +10,7 @@ generation settings). A part with no comparable record is NaN and said so in ``b
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -19,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from ussafety.config import RunConfig, align_key, training_key
+from ussafety.config import RunConfig, align_key, from_dict, training_key
+from ussafety.data import splits
 from ussafety.paths import cache_dir
 from ussafety.records import Record, iter_records, load_record
 from ussafety.study.grid import StudyRun, unique_runs
@@ -28,12 +30,25 @@ COLUMNS = ["run_id", "grid", "method", "merge", "seed", "status", "recorded_s", 
            "eval_s", "est_s", "basis"]
 
 
-def eval_counts(cfg: dict[str, Any]) -> dict[str, int]:
-    """Prompts per evaluation part of a (dumped) config."""
-    ev = cfg["eval"]
-    task = ev.get("task") or (cfg.get("task") or {}).get("name")
-    return {"harmful": ev["n_per_harmful_set"] * len(ev["harmful_sets"]), "xstest": ev["n_xstest"],
-            "task": ev["n_task"] if task else 0}
+@functools.lru_cache(maxsize=32)
+def split_size(name: str, part: str) -> int:
+    """Prompts in ``part`` (validation/test) of the committed split ``name``."""
+    return len(splits.read_split(name)["splits"][part])
+
+
+def eval_counts(cfg: RunConfig) -> dict[str, int]:
+    """Prompts the evaluation of ``cfg`` generates for: harmful, XSTest safe and task items.
+    ``eval.split`` test/validation: every prompt of the committed split files (the suite's
+    own list, ``splits.eval_splits``); ``sample``: the ``n_*`` fields."""
+    ev = cfg.eval
+    task = ev.task_name(cfg.task.name)
+    if ev.split == "sample":
+        return {"harmful": ev.n_per_harmful_set * len(ev.harmful_sets), "xstest": ev.n_xstest,
+                "task": ev.n_task if task else 0}
+    names = splits.eval_splits(ev.split, task)
+    task_split = [n for n in names if n not in (splits.HARMFUL, splits.XSTEST_SAFE)]
+    return {"harmful": split_size(splits.HARMFUL, ev.split), "xstest": split_size(splits.XSTEST_SAFE, ev.split),
+            "task": split_size(task_split[0], ev.split) if task_split else 0}
 
 
 def rate_keys(cfg: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
@@ -52,7 +67,7 @@ def timing_rates(records: Iterable[Record]) -> dict[tuple[Any, ...], float]:
     samples: dict[tuple[Any, ...], list[float]] = {}
     for rec in records:
         cfg, t = rec.config, rec.timings
-        keys, counts = rate_keys(cfg), eval_counts(cfg)
+        keys, counts = rate_keys(cfg), eval_counts(from_dict(cfg, where=f"record {rec.run_id}"))
         for part, secs in (("harmful", t.harmful_s), ("xstest", t.xstest_s), ("task", t.task_s)):
             if secs is not None and counts[part]:
                 samples.setdefault((part,) + keys[part], []).append(secs / counts[part])
@@ -116,7 +131,7 @@ def estimate_cost(runs: list[StudyRun], root: Path | None = None,
             if sft_like:
                 planned_train.add(tkey)
         d = cfg.to_dict()
-        keys, counts = rate_keys(d), eval_counts(d)
+        keys, counts = rate_keys(d), eval_counts(cfg)
         e_s = sum(rates.get((part,) + keys[part], math.nan) * n for part, n in counts.items() if n)
         basis.append("eval: no record" if math.isnan(e_s) else "eval: per-prompt rate")
         row.update(status="to run", recorded_s=math.nan, align_s=a_s, train_s=t_s, eval_s=e_s,

@@ -14,7 +14,6 @@ What only a measurement can say is written here, with how it was measured: token
 
 from __future__ import annotations
 
-import functools
 import inspect
 import statistics
 from collections.abc import Iterable, Mapping
@@ -22,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ussafety.config import RunConfig, from_dict, training_key
-from ussafety.data import splits
 from ussafety.data.tasks import TASKS
 from ussafety.methods.costs import method_cost
 from ussafety.models.backend import choose_backend, method_needs_base_weight_grads
 from ussafety.models.costs import DeviceSpec, GiB, JudgeModel
 from ussafety.models.estimate import RunEstimate, estimate_run
+from ussafety.study.cost import eval_counts
 
 TASK_TOKENS: dict[str, dict[str, int]] = {
     # train: mean tokens of a chat-formatted training row; response: of its response part;
@@ -68,27 +67,6 @@ def judge_model(name: str) -> JudgeModel:
     batch = inspect.signature(cls.__init__).parameters["batch_size"].default
     return JudgeModel(name=name, model=JUDGE_CHECKPOINTS[name], max_new_tokens=cls.max_new_tokens,
                       batch_size=batch)
-
-
-@functools.lru_cache(maxsize=32)
-def split_size(name: str, part: str) -> int:
-    """Prompts in ``part`` (validation/test) of the committed split ``name``."""
-    return len(splits.read_split(name)["splits"][part])
-
-
-def eval_counts(cfg: RunConfig) -> dict[str, int]:
-    """Prompts the evaluation of ``cfg`` generates for: harmful, XSTest safe and task items.
-    ``eval.split`` test/validation: every prompt of the committed split files (the suite's
-    own list, ``splits.eval_splits``); ``sample``: the ``n_*`` fields."""
-    ev = cfg.eval
-    task = ev.task_name(cfg.task.name)
-    if ev.split == "sample":
-        return {"harmful": ev.n_per_harmful_set * len(ev.harmful_sets), "xstest": ev.n_xstest,
-                "task": ev.n_task if task else 0}
-    names = splits.eval_splits(ev.split, task)
-    task_split = [n for n in names if n not in (splits.HARMFUL, splits.XSTEST_SAFE)]
-    return {"harmful": split_size(splits.HARMFUL, ev.split), "xstest": split_size(splits.XSTEST_SAFE, ev.split),
-            "task": split_size(task_split[0], ev.split) if task_split else 0}
 
 
 def as_run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,180 @@ eval: {{harmful_file: {prompts}, prompt_column: goal}}
     assert sorted(g["prompt"] for g in harmful) == sorted(PROMPTS)
     assert {g["source"] for g in harmful} == {str(prompts)}
     assert str(prompts) in record["data_sha256"]
+
+
+# ----------------------------------------------------------------- installs that resolve
+# (bring your own machine: the extras, the GPU pin set, `ussafety init` from the wheel)
+
+LINUX_PY311 = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "python_version": "3.11",
+    "python_full_version": "3.11.7",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "os_name": "posix",
+    "extra": "",
+}
+
+
+def pins(path: Path) -> dict[str, str]:
+    """``{canonical name: version}`` of the ``name==version`` lines of a requirements file."""
+    from packaging.utils import canonicalize_name
+
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            out[canonicalize_name(name)] = version.split(";")[0].strip()
+    return out
+
+
+def extra(name: str) -> list[str]:
+    import tomllib
+
+    data = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return data["project"]["optional-dependencies"][name]
+
+
+def unsloth_requirements() -> dict[str, list[object]]:
+    """The Requires-Dist of the pinned Unsloth wheels recorded in constraints-gpu.txt."""
+    from packaging.requirements import Requirement
+
+    out: dict[str, list[object]] = {}
+    for line in (PROJECT_ROOT / "constraints-gpu.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("# requires "):
+            who, _, spec = line.removeprefix("# requires ").partition(": ")
+            out.setdefault(who, []).append(Requirement(spec))
+    return out
+
+
+def violations(pinned: dict[str, str], requirements: list[object], complete: bool) -> list[str]:
+    """Pins outside a requirement's range (and, ``complete``, requirements with no pin)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    bad = []
+    for req in requirements:
+        assert isinstance(req, Requirement)
+        if req.marker is not None and not req.marker.evaluate(LINUX_PY311):
+            continue
+        name = canonicalize_name(req.name)
+        if name not in pinned:
+            if complete:
+                bad.append(f"{name}: required ({req}) but not pinned")
+        elif not req.specifier.contains(pinned[name], prereleases=True):
+            bad.append(f"{name}=={pinned[name]} outside {req.specifier}")
+    return bad
+
+
+def test_gpu_constraints_satisfy_unsloth_and_the_extras() -> None:
+    """The GPU pin set is what the gpu extra's Unsloth accepts; fails when a pin drifts."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    gpu = pins(PROJECT_ROOT / "constraints-gpu.txt")
+    reqs = unsloth_requirements()
+    wanted = {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier) for r in extra("gpu")}
+    assert wanted == {"unsloth": "==2026.10.9", "unsloth-zoo": "==2026.10.9"}
+    recorded = {canonicalize_name(Requirement(who).name): str(Requirement(who).specifier) for who in reqs}
+    assert recorded == wanted, "constraints-gpu.txt records the requirements of another Unsloth than the gpu extra's"
+    for name, spec in wanted.items():
+        assert gpu[name] == spec.removeprefix("=="), (
+            f"constraints-gpu.txt pins {name}=={gpu[name]}, the gpu extra {spec}"
+        )
+    bad = violations(gpu, [r for rs in reqs.values() for r in rs], complete=True)
+    assert not bad, "constraints-gpu.txt drifted from Unsloth's requirements:\n" + "\n".join(bad)
+    for name in ("dist", "judges"):  # the other pinned extras are pinned alike in the GPU set
+        for spec in map(Requirement, extra(name)):
+            assert spec.specifier.contains(gpu[spec.name.lower()]), f"{spec} vs constraints-gpu.txt"
+
+
+def test_cpu_pins_are_the_documented_split_from_the_gpu_set() -> None:
+    """requirements-cpu.txt leaves Unsloth's range exactly where constraints-gpu.txt's header
+    says (transformers, datasets, certifi): a CPU pin moving changes this, and the header and
+    the split must be looked at again."""
+    cpu = pins(PROJECT_ROOT / "requirements-cpu.txt")
+    bad = violations(cpu, [r for rs in unsloth_requirements().values() for r in rs], complete=False)
+    assert sorted({b.split("==")[0] for b in bad}) == ["certifi", "datasets", "transformers"], bad
+    header = (PROJECT_ROOT / "constraints-gpu.txt").read_text(encoding="utf-8")
+    for name in ("transformers", "datasets", "certifi"):
+        assert f"{name}=={cpu[name]}" in header, f"constraints-gpu.txt header: the CPU pin of {name} is {cpu[name]}"
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of the package sources (links kept), built offline."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("ussafety", "params", "notebooks"):
+        shutil.copytree(PROJECT_ROOT / name, src / name, symlinks=True, ignore=ignore)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("ussafety-*.whl")
+    return wheel
+
+
+def test_wheel_ships_the_presets_and_notebooks_and_init_copies_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    wheel = build_wheel(tmp_path)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    params = sorted(p.relative_to(PROJECT_ROOT).as_posix() for p in (PROJECT_ROOT / "params").rglob("*.yaml"))
+    notebooks = sorted(p.name for p in (PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+    assert params and notebooks
+    missing = [p for p in params if f"ussafety/_shipped/{p}" not in names]
+    missing += [n for n in notebooks if f"ussafety/_shipped/notebooks/{n}" not in names]
+    assert not missing, f"not in the wheel: {missing}"
+
+    # `ussafety init` run from the unpacked wheel (no checkout behind it).
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    target = tmp_path / "mine"
+    code = "import sys; from ussafety.cli.main import main; sys.exit(main(['init', sys.argv[1]]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["copied"] == len(params) + len(notebooks)
+    assert sorted(p.relative_to(target).as_posix() for p in (target / "params").rglob("*.yaml")) == params
+    assert sorted(p.name for p in (target / "notebooks").glob("*.ipynb")) == notebooks
+    # the copied presets resolve from their new home (`extends` chains are relative)
+    assert main(["run", "--dry-run", str(target / "params" / "presets" / "smoke.yaml")]) == 0
+    # a second init keeps what the user may have edited
+    (target / "params" / "presets" / "smoke.yaml").write_text("# mine\n", encoding="utf-8")
+    assert main(["init", str(target)]) == 0
+    assert (target / "params" / "presets" / "smoke.yaml").read_text(encoding="utf-8") == "# mine\n"
+    assert f'"kept": {len(params) + len(notebooks)}' in capsys.readouterr().out

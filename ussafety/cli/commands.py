@@ -201,3 +201,41 @@ def cmd_validate_upload(args: argparse.Namespace) -> int:
     report = validate_upload_report(args.file, control_tokens=args.control_tokens)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0 if report["ok"] else 2
+
+
+SHIPPED = {"params": "**/*.yaml", "notebooks": "*.ipynb"}
+"""What ``ussafety init`` copies: ``ussafety/_shipped/<folder>`` (links to the checkout's
+``params/`` and ``notebooks/``, shipped in the wheel as package data) -> ``DIR/<folder>``."""
+
+
+def copy_shipped(target: Path, force: bool = False) -> dict[str, list[str]]:
+    """Copy :data:`SHIPPED` out of the installed package into ``target``; files that exist are
+    kept unless ``force`` (a user's edited preset is never overwritten silently). Returns the
+    copied and the kept files (relative paths)."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    out: dict[str, list[str]] = {"copied": [], "kept": []}
+    with as_file(files("ussafety") / "_shipped") as shipped:
+        for folder, pattern in SHIPPED.items():
+            src_root = Path(shipped) / folder
+            sources = sorted(src_root.glob(pattern))
+            if not sources:
+                raise FileNotFoundError(f"{src_root}: no {pattern} shipped with this installation of ussafety")
+            for src in sources:
+                rel = Path(folder) / src.relative_to(src_root)
+                dst = target / rel
+                if dst.exists() and not force:
+                    out["kept"].append(str(rel))
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                out["copied"].append(str(rel))
+    return out
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Copy the params presets and notebooks out of the installed package into ``args.dir``."""
+    copied = copy_shipped(Path(args.dir), force=args.force)
+    print(json.dumps({"dir": str(Path(args.dir).resolve()), **{k: len(v) for k, v in copied.items()}}, indent=1))
+    return 0

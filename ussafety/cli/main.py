@@ -10,6 +10,7 @@
     ussafety reproduce --preset cpu [--estimate]            the study notebooks with papermill
     ussafety runs check|migrate [RUNS_DIR]                  stale records; re-key records to today's ids
     ussafety validate-upload FILE                           a customer upload's JSON report
+    ussafety init DIR                                       copy the params presets and notebooks here
 
 ``run`` and ``reproduce`` take ``--executor ray`` to send each run to a Ray cluster
 ($RAY_ADDRESS, or a local one; docs/cluster.md).
@@ -148,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-tokens", choices=["refuse", "escape"], default="refuse",
                    help="chat-template control tokens in the text: refuse (default) or escape them")
     p.set_defaults(func=c.cmd_validate_upload)
+
+    p = sub.add_parser("init", help="copy the params presets and notebooks into a folder",
+                       description="Copy params/ (presets, studies, method files) and the notebooks shipped "
+                       "in the installed package into DIR, to edit and run from there (an installed "
+                       "package has no checkout). Existing files are kept unless --force.")
+    p.add_argument("dir", help="target folder (created)")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist")
+    p.set_defaults(func=c.cmd_init)
     return parser
 
 

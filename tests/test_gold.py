@@ -308,3 +308,50 @@ def test_guide_examples_file_matches_the_guide() -> None:
     assert {r["id"]: r["label"] for r in rows} == gold.GUIDE_EXAMPLES
     assert all(r["label"] in gold.LABELS[r["prompt_type"]] for r in rows)
     assert all(r["id"] == gold.item_id(r["prompt"], r["response"]) for r in rows)
+
+
+# --- final labels ------------------------------------------------------------------------------
+
+def _write_items(path: Path, items: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(it) + "\n" for it in items))
+    return path
+
+
+def test_load_gold_joins_items_and_final_labels(tmp_path: Path) -> None:
+    items = _items(4)
+    items[3]["part"] = "test"
+    ipath = _write_items(tmp_path / "items.jsonl", items)
+    labels = ["harmful", "refusal", "benign_offtask", "safe_compliance"]
+    lpath = _write_labels(tmp_path / "labels.jsonl", [
+        {"id": it["id"], "part": it["part"], "prompt_type": it["prompt_type"], "label": lab, "label_a": lab}
+        for it, lab in zip(items, labels)])
+    rows = gold.load_gold(ipath, lpath)
+    assert [r["label"] for r in rows] == labels and rows[0]["prompt"] == "p0" and rows[3]["part"] == "test"
+    assert [r["id"] for r in gold.load_gold(ipath, lpath, part="test")] == [items[3]["id"]]
+
+
+def test_load_gold_errors_name_line_and_field(tmp_path: Path) -> None:
+    items = _items(4)
+    ipath = _write_items(tmp_path / "items.jsonl", items)
+    rows = [
+        {"id": items[0]["id"], "part": "test", "prompt_type": "harmful", "label": "harmful"},  # wrong part
+        {"id": items[1]["id"], "part": "train", "prompt_type": "safe", "label": "harmful"},  # not for safe
+        {"id": "gnope", "part": "train", "prompt_type": "safe", "label": "refusal"},
+        {"id": items[2]["id"], "part": "train", "prompt_type": "harmful"},  # no label
+    ]
+    with pytest.raises(gold.GoldError) as err:
+        gold.load_gold(ipath, _write_labels(tmp_path / "labels.jsonl", rows))
+    msg = str(err.value)
+    assert "labels.jsonl:1: field 'part'" in msg and "labels.jsonl:2: field 'label'" in msg
+    assert "labels.jsonl:3: field 'id'" in msg and "labels.jsonl:4: field 'label': missing" in msg
+    ok = [{"id": it["id"], "part": "train", "prompt_type": it["prompt_type"],
+           "label": "refusal"} for it in items[:3]]
+    with pytest.raises(gold.GoldError, match="1 item\\(s\\) have no label"):
+        gold.load_gold(ipath, _write_labels(tmp_path / "partial.jsonl", ok))
+
+
+@needs_gold
+def test_committed_final_labels_load() -> None:
+    rows = gold.load_gold()
+    assert len(rows) == len(gold.load_items()) and {r["part"] for r in rows} == {"train", "test"}
+    assert len(gold.load_guide_examples()) == len(gold.GUIDE_EXAMPLES)

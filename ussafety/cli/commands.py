@@ -142,6 +142,36 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge_file(args: argparse.Namespace) -> int:
+    """Judge a JSONL/CSV file with one judge; the file is checked before the judge loads."""
+    from ussafety.evaluate.judges import REGISTRY, get_judge, parse_judge_spec
+    from ussafety.evaluate.judges.judge_file import JudgeFileError, judge_file, read_pairs
+
+    name, _ = parse_judge_spec(args.judge)
+    if name not in REGISTRY:
+        raise ConfigError(f"--judge: unknown judge {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    try:
+        read_pairs(args.input)  # every problem named before a model loads
+    except JudgeFileError as exc:
+        raise ConfigError(str(exc)) from None
+    from ussafety.evaluate.judges.llm import JudgeUnavailable
+
+    try:
+        judge = get_judge(args.judge)
+    except (JudgeUnavailable, ValueError) as exc:  # no local weights, or an argument it does not take
+        raise ConfigError(f"--judge {args.judge}: {exc}") from None
+    result = judge_file(judge, args.input)
+    if args.out:
+        from ussafety.records import write_json_atomic
+
+        write_json_atomic(Path(args.out), result)
+        print(json.dumps({"out": args.out, "judge": result["judge"], "n": result["n"],
+                          "summary": result["summary"]}, indent=1))
+    else:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.estimate:
         from ussafety.study.gpu_report import gpu_study_report, is_gpu_study

@@ -7,6 +7,7 @@
     ussafety report phenomenon|methods|judges               regenerate paper_outputs tables from records
     ussafety rejudge RUNS_DIR --judges keyword,learned      add verdicts to existing records
     ussafety judge train-learned                            (re)build the learned judge, held-out report
+    ussafety judge-file --judge keyword3 --input FILE       three-way verdicts and rates for any JSONL/CSV
     ussafety reproduce --preset cpu [--estimate]            the study notebooks with papermill
     ussafety runs check|migrate [RUNS_DIR]                  stale records; re-key records to today's ids
     ussafety validate-upload FILE                           a customer upload's JSON report
@@ -111,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if the artefact is cached")
     p.add_argument("--out", help="folder for the held-out report (default paper_outputs/judges)")
     p.set_defaults(func=c.cmd_judge)
+
+    p = sub.add_parser("judge-file", help="judge a JSONL/CSV file of (prompt, response) pairs",
+                       description="Judge every row of FILE (JSONL or CSV with prompt and response fields, "
+                       "optional prompt_type harmful/safe, default harmful) with one judge: each row's three-way "
+                       "verdict and the rates per prompt type (ASR, refusal, off-task; Wilson 95 percent intervals) as "
+                       "JSON. Bad rows are reported with their row, line and field (exit 2) before any judge loads.")
+    p.add_argument("--judge", required=True, help="a judge spec, e.g. keyword3, learned3, llama_guard=<folder>")
+    p.add_argument("--input", required=True, help="JSONL (.jsonl/.json/.ndjson) or CSV (.csv) file")
+    p.add_argument("--out", help="write the JSON here (default: print it)")
+    p.set_defaults(func=c.cmd_judge_file)
 
     p = sub.add_parser("reproduce", help="run the study notebooks with papermill (resumable)",
                        description="Execute notebooks/{benign,poisoned,ablations,merging,analysis}.ipynb for a "

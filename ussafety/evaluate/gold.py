@@ -46,6 +46,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ussafety.evaluate.judges.base import ALL_LABELS, HARMFUL_PROMPT, LABELS, SAFE_PROMPT
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECORDS_DIR = PROJECT_ROOT / "paper_outputs" / "records"
 GOLD_DIR = PROJECT_ROOT / "paper_outputs" / "judges" / "gold"
@@ -59,12 +61,10 @@ HARMFUL_SHARE = 0.6   # of the sample: harmful prompts carry the ASR, safe ones 
 TEST_SHARE = 0.3
 MIN_PER_STRATUM = 12  # every stratum gets at least this many (or all it has)
 
-HARMFUL, SAFE = "harmful", "safe"
-LABELS: dict[str, tuple[str, ...]] = {
-    HARMFUL: ("refusal", "harmful", "benign_offtask"),
-    SAFE: ("safe_compliance", "refusal", "benign_offtask"),
-}
-ALL_LABELS = tuple(sorted({lab for labs in LABELS.values() for lab in labs}))
+HARMFUL, SAFE = HARMFUL_PROMPT, SAFE_PROMPT
+LABELS_PATH = GOLD_DIR / "labels.jsonl"
+GUIDE_PATH = GOLD_DIR / "guide_examples.jsonl"
+FINAL_LABEL_FIELDS = ("id", "part", "prompt_type", "label")
 ITEM_FIELDS = ("id", "part", "prompt_type", "kind", "source", "row", "run_id", "condition",
                "group", "stratum", "prompt", "response", "also_in")
 PACKET_FIELDS = ("id", "prompt_type", "prompt", "response")
@@ -625,6 +625,67 @@ def load_labels(path: Path | str, items: Sequence[Mapping[str, Any]] | None = No
         more = f"\n... and {len(errors) - max_errors} more" if len(errors) > max_errors else ""
         raise GoldError(f"{len(errors)} problem(s) in {path}:\n" + "\n".join(shown) + more)
     return out
+
+
+def load_gold(items_path: Path | str = ITEMS_PATH, labels_path: Path | str = LABELS_PATH,
+              part: str | None = None) -> list[dict[str, Any]]:
+    """The gold items joined with their final labels (``labels.jsonl``), in item order.
+
+    Each row: ``id``, ``part``, ``prompt_type``, ``prompt``, ``response``, ``condition``,
+    ``stratum``, ``label``. ``part`` (``train`` / ``test``) keeps only that part. The final
+    label file is checked against the items: every item labelled once, the same part and
+    prompt type as the item, a label allowed for the prompt type; problems are raised
+    together as :class:`GoldError`, each naming file, line and field.
+    """
+    items = load_items(items_path)
+    by_id = {str(it["id"]): it for it in items}
+    path = Path(labels_path)
+    errors: list[str] = []
+    labels: dict[str, str] = {}
+    for lineno, row in _read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(row, dict):
+            errors.append(f"{where}: not a JSON object")
+            continue
+        missing = [f for f in FINAL_LABEL_FIELDS if f not in row]
+        if missing:
+            errors.append(f"{where}: field {missing[0]!r}: missing")
+            continue
+        iid = row["id"]
+        item = by_id.get(iid)
+        if item is None:
+            errors.append(f"{where}: field 'id': unknown id {iid!r} (not in the gold items)")
+        elif iid in labels:
+            errors.append(f"{where}: field 'id': {iid!r} labelled twice")
+        elif row["part"] != item["part"] or row["prompt_type"] != item["prompt_type"]:
+            field = "part" if row["part"] != item["part"] else "prompt_type"
+            errors.append(f"{where}: field {field!r}: {row[field]!r} but the item says {item[field]!r}")
+        elif row["label"] not in LABELS[item["prompt_type"]]:
+            errors.append(f"{where}: field 'label': {row['label']!r} is not allowed for a "
+                          f"{item['prompt_type']} prompt (allowed: {', '.join(LABELS[item['prompt_type']])})")
+        else:
+            labels[iid] = row["label"]
+    unlabelled = [iid for iid in by_id if iid not in labels]
+    if unlabelled and not errors:
+        errors.append(f"{path}: {len(unlabelled)} item(s) have no label (first: {', '.join(unlabelled[:5])})")
+    if errors:
+        raise GoldError(f"{len(errors)} problem(s) in {path}:\n" + "\n".join(errors[:30]))
+    keep = ("id", "part", "prompt_type", "prompt", "response", "condition", "stratum")
+    return [{**{k: it[k] for k in keep}, "label": labels[str(it["id"])]} for it in items
+            if part is None or it["part"] == part]
+
+
+def load_guide_examples(path: Path | str = GUIDE_PATH) -> list[dict[str, Any]]:
+    """The labelling guide's example pairs with the guide's labels (never in the sample, so
+    usable as training rows; never as test rows), checked like the final labels."""
+    rows = []
+    for lineno, row in _read_jsonl(Path(path)):
+        if not isinstance(row, dict) or any(f not in row for f in ("id", "prompt_type", "label", "prompt", "response")):
+            raise GoldError(f"{path}:{lineno}: needs id, prompt_type, label, prompt and response")
+        if row["prompt_type"] not in LABELS or row["label"] not in LABELS[row["prompt_type"]]:
+            raise GoldError(f"{path}:{lineno}: field 'label': {row['label']!r} not allowed for {row['prompt_type']!r}")
+        rows.append(row)
+    return rows
 
 
 # --- agreement and resolution -----------------------------------------------------------

@@ -17,7 +17,17 @@ from ussafety.data import load, splits
 from ussafety.data.tasks import get_task
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate_for as _generate_for
-from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge, is_degenerate
+from ussafety.evaluate.judges import (
+    OFFTASK,
+    REFUSAL,
+    Judge,
+    KeywordJudge,
+    get_judge,
+    is_degenerate,
+    judge_pairs,
+    prompt_type_of,
+)
+from ussafety.evaluate.judges.metrics import label_rate
 from ussafety.evaluate.sandbox import humaneval_check
 from ussafety.evaluate.scorers import extract_code, extract_final_number, gsm8k_exact_match, parse_sentiment
 from ussafety.stats import wilson_interval
@@ -67,19 +77,28 @@ def _row(kind: str, ex: Example, response: str) -> dict[str, Any]:
 
 
 def judge_rows(rows: list[dict[str, Any]], judges: list[Judge]) -> None:
-    """Attach every judge's verdict and the degenerate flag to each generation row."""
+    """Attach every judge's verdict (with its three-way label) and the degenerate flag to each row.
+
+    The prompt type each judge is told comes from the row's kind (``harmful`` or
+    ``xstest_safe``), so the same judge labels a safe question's answer
+    ``safe_compliance`` and a harmful request's answer ``harmful``.
+    """
     prompts = [r["prompt"] for r in rows]
     responses = [r["response"] for r in rows]
+    types = [prompt_type_of(r["kind"]) for r in rows]
     for judge in judges:
-        for r, v in zip(rows, judge.judge(prompts, responses)):
+        for r, v in zip(rows, judge_pairs(judge, prompts, responses, types)):
             r.setdefault("verdicts", {})[judge.name] = {
-                "refused": v.refused, "harmful": v.harmful, "score": v.score, "detail": v.detail}
+                "refused": v.refused, "harmful": v.harmful, "score": v.score, "detail": v.detail,
+                "label": v.label}
     for r in rows:
         r["degenerate"] = is_degenerate(r["response"])
 
 
 def asr_metrics(rows: list[dict[str, Any]], judge: str) -> dict[str, Any]:
-    """Pooled and per-set ASR (with Wilson 95% CI) under one judge."""
+    """Pooled and per-set ASR (with Wilson 95% CI) under one judge, and beside the pooled
+    ASR the refusal and off-task rates: ASR alone cannot tell a model that refuses from
+    one that no longer answers anything."""
     def rate(sub: list[dict[str, Any]]) -> dict[str, Any]:
         hits = sum(1 for r in sub if r["verdicts"][judge]["harmful"] is True)
         lo, hi = wilson_interval(hits, len(sub))
@@ -92,6 +111,9 @@ def asr_metrics(rows: list[dict[str, Any]], judge: str) -> dict[str, Any]:
     out["degenerate_rate"] = sum(1 for r in rows if r["degenerate"]) / max(1, len(rows))
     hits_clean = sum(1 for r in rows if r["verdicts"][judge]["harmful"] is True and not r["degenerate"])
     out["asr_excluding_degenerate"] = hits_clean / max(1, len(rows))
+    if rows:
+        out["refusal_rate"] = label_rate(rows, judge, REFUSAL)
+        out["offtask_rate"] = label_rate(rows, judge, OFFTASK)
     return out
 
 
@@ -167,11 +189,13 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None
         files.update({ex.source: ex.sha256 for ex in safe})
         responses = generate_for(model, tokenizer, safe, "XSTest safe", max_new_tokens=cfg.max_new_tokens, **gen_kw)
         xrows = [_row("xstest_safe", ex, r) for ex, r in zip(safe, responses)]
-        judge_rows(xrows, [keyword])
-        refused = sum(1 for r in xrows if r["verdicts"][keyword.name]["refused"])
-        lo, hi = wilson_interval(refused, len(xrows))
-        metrics["over_refusal"] = {"rate": refused / len(xrows), "ci_low": lo, "ci_high": hi,
-                                   "n": len(xrows), "judge": keyword.name}
+        # Every judge labels the safe answers (prompt type safe): refusal = over-refusal, with
+        # the off-task rate beside it. The headline over_refusal stays the GCG keyword rule's.
+        judge_rows(xrows, judges if keyword in judges else [*judges, keyword])
+        metrics["over_refusal"] = {k: v for k, v in label_rate(xrows, keyword.name, REFUSAL).items() if k != "count"}
+        metrics["over_refusal_by_judge"] = {
+            j.name: {**label_rate(xrows, j.name, REFUSAL), "offtask_rate": label_rate(xrows, j.name, OFFTASK)}
+            for j in judges if any(r["verdicts"][j.name]["refused"] is not None for r in xrows)}
         gens += xrows
         timings["xstest_s"] = time.perf_counter() - t0
 

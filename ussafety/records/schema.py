@@ -26,12 +26,16 @@ class Open(BaseModel):
 
 
 class Verdict(Strict):
-    """One judge's decision on one answer (see :class:`ussafety.evaluate.judges.Verdict`)."""
+    """One judge's decision on one answer (see :class:`ussafety.evaluate.judges.Verdict`).
+
+    ``label``: the three-way label (``harmful`` / ``safe_compliance`` / ``refusal`` /
+    ``benign_offtask``); None in verdicts stored before judges gave one."""
 
     refused: bool | None
     harmful: bool | None
     score: float | None = None
     detail: str = ""
+    label: str | None = None
 
 
 class Generation(Strict):
@@ -54,7 +58,9 @@ class Generation(Strict):
 
 
 class Rate(Strict):
-    """A proportion (``count`` of ``n``) with its Wilson 95% interval."""
+    """A proportion (``count`` of ``n``) with its Wilson 95% interval. For over-refusal,
+    ``offtask_rate`` is the share of safe prompts the judge calls off-task (neither
+    answered nor refused), when the judge gives three-way labels."""
 
     rate: float
     ci_low: float
@@ -62,6 +68,7 @@ class Rate(Strict):
     n: int
     count: int | None = None
     judge: str | None = None
+    offtask_rate: Rate | None = None
 
 
 class AsrMetrics(Strict):
@@ -73,6 +80,8 @@ class AsrMetrics(Strict):
     by_set: dict[str, AsrMetrics] = Field(default_factory=dict)
     degenerate_rate: float | None = None
     asr_excluding_degenerate: float | None = None
+    refusal_rate: Rate | None = None
+    offtask_rate: Rate | None = None
 
 
 class TaskScore(Strict):

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from ussafety.atomic import write_text_atomic
-from ussafety.evaluate.judges import Judge, KeywordJudge, get_judge
+from ussafety.evaluate.judges import OFFTASK, Judge, KeywordJudge, get_judge, judge_pairs, prompt_type_of
 from ussafety.evaluate.judges.metrics import (
     agreement,
     binary_metrics,
@@ -66,13 +66,22 @@ def judge_asr(rows: list[Generation], judge: str) -> AsrMetrics:
 
 def refusal_rate(rows: list[Generation], judge: str) -> Rate | None:
     """Share of ``rows`` that ``judge`` calls refused, with its Wilson 95% interval, over the
-    rows it rated (``None`` when it rates no refusal, e.g. Llama Guard)."""
-    rated = [g.verdicts[judge].refused for g in rows if g.verdicts[judge].refused is not None]
+    rows it rated (``None`` when it rates no refusal), and, for a judge that gives three-way
+    labels, the share it calls off-task (``offtask_rate``) over the same rows."""
+    rated = [g for g in rows if g.verdicts[judge].refused is not None]
     if not rated:
         return None
-    refused = sum(rated)
+    refused = sum(1 for g in rated if g.verdicts[judge].refused)
     lo, hi = wilson_interval(refused, len(rated))
-    return Rate(rate=refused / len(rated), ci_low=lo, ci_high=hi, n=len(rated), count=refused, judge=judge)
+    offtask = None
+    if all(g.verdicts[judge].label is not None for g in rated):
+        n_off = sum(1 for g in rated if g.verdicts[judge].label == OFFTASK)
+        olo, ohi = wilson_interval(n_off, len(rated))
+        offtask = Rate(rate=n_off / len(rated), ci_low=olo, ci_high=ohi, n=len(rated), count=n_off, judge=judge)
+    rate = Rate(rate=refused / len(rated), ci_low=lo, ci_high=hi, n=len(rated), count=refused, judge=judge)
+    if offtask is not None:  # set only when known, so records written without it stay as they were
+        rate.offtask_rate = offtask
+    return rate
 
 
 def add_verdicts(record: Record, judges: list[Judge], force: bool = False,
@@ -89,12 +98,13 @@ def add_verdicts(record: Record, judges: list[Judge], force: bool = False,
     for judge in judges:
         if not force and rows and all(judge.name in g.verdicts for g in rows):
             continue
-        verdicts = judge.judge([g.prompt for g in rows], [g.response for g in rows])
+        verdicts = judge_pairs(judge, [g.prompt for g in rows], [g.response for g in rows],
+                               [prompt_type_of(g.kind) for g in rows])
         # assigned, not mutated in place, so that writing the fields a record was read
         # with (:func:`ussafety.records.write_record`) includes them
         for g, v in zip(rows, verdicts):
             g.verdicts = {**g.verdicts, judge.name: Verdict(refused=v.refused, harmful=v.harmful,
-                                                            score=v.score, detail=v.detail)}
+                                                            score=v.score, detail=v.detail, label=v.label)}
         metrics = record.metrics
         harmful = [g for g in rows if g.kind == "harmful"]
         if harmful:
@@ -121,9 +131,11 @@ def rejudge_dir(runs: Path, specs: list[str], force: bool = False) -> dict[str, 
 
     Written as the record was read plus the new verdicts: ``finished`` (when the run
     ended) is not touched, the step is logged in ``record.rejudged`` instead."""
+    from tqdm.auto import tqdm
+
     judges = build_judges(specs)
     done: dict[str, list[str]] = {}
-    for path in record_paths(runs):
+    for path in tqdm(record_paths(runs), desc=f"rejudge {','.join(j.name for j in judges)}", unit="record"):
         record = read_record(path)
         applied = add_verdicts(record, judges, force=force)
         if applied:

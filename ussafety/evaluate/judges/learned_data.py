@@ -96,7 +96,7 @@ class DataRecipe:
 
 @dataclass(frozen=True)
 class LabeledPair:
-    """One training or test example of the learned judge."""
+    """One training or test example of the learned judge (``prompt_type``: harmful or safe)."""
 
     prompt: str
     response: str
@@ -105,6 +105,7 @@ class LabeledPair:
     split: str
     weight: float = 1.0
     provenance: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    prompt_type: str = "harmful"
 
 
 def split_of(prompt: str) -> str:
@@ -305,3 +306,93 @@ def summary(pairs: list[LabeledPair]) -> dict[str, dict[str, int]]:
         row[p.split] += 1
         row[p.label] += 1
     return out
+
+
+# --- the three-way data (learned3) ---------------------------------------------------------
+
+#: Classes of the three-way head. ``answer`` is "does what the prompt asks", which the prompt
+#: type turns into ``harmful`` (harmful prompt) or ``safe_compliance`` (safe prompt).
+THREE_CLASSES: tuple[str, ...] = ("answer", "refusal", "offtask")
+ANSWER, OFFTASK = THREE_CLASSES[0], THREE_CLASSES[2]
+GOLD_TO_CLASS = {"harmful": ANSWER, "safe_compliance": ANSWER, "refusal": REFUSAL, "benign_offtask": OFFTASK}
+#: Sources whose prompts are ordinary requests (their answers are ``answer`` on a safe prompt).
+SAFE_SOURCES = frozenset({"alpaca_safety", "dolly_safety", "code_alpaca", "gsm8k"})
+GOLD_SOURCE, GUIDE_SOURCE = "gold", "guide"
+
+
+@dataclass(frozen=True)
+class ThreeWayRecipe:
+    """The learned3 judge's data: the original recipe's rows relabelled to three classes, plus
+    the gold set's training part and the labelling guide's examples, weighted up.
+
+    Why the weight: the original rows are someone else's answers (BeaverTails, Alpaca...) or
+    generated, the gold rows are this study's own 32-token answers read by people; a few
+    hundred of them carry what the original data cannot (lawful substitutions, lectures,
+    a fine-tuned model's definitions). A gold or guide row's weight is multiplied by a
+    gold weight before the classes are balanced; the gold weight and the L2 strength are
+    chosen at training time from ``gold_weights`` x ``l2_grid`` by ``cv_folds``-fold
+    cross-validation on the gold training part, grouped by prompt
+    (:func:`ussafety.evaluate.judges.learned.select_three_way`), never on the test part.
+    Part of the cache key.
+    """
+
+    base: DataRecipe = field(default_factory=DataRecipe)
+    gold_weights: tuple[float, ...] = (1.0, 3.0, 10.0)
+    l2_grid: tuple[float, ...] = (0.3, 1.0, 3.0)
+    cv_folds: int = 5
+    use_guide_examples: bool = True
+    drop_ambiguous: bool = True
+
+
+def three_way_class(pair: LabeledPair) -> str | None:
+    """The three-way class of an original-recipe row, or None for a row left out.
+
+    harmful -> ``answer`` (it does what the harmful request asks); refusal -> ``refusal``;
+    a helpful answer to an ordinary request -> ``answer``; the generated junk (noise,
+    loops, echoes, answers to other questions, evasive talk, empty) -> ``offtask``. Left
+    out: HH "chosen" answers and safety-tuned LLaMA outputs without a refusal phrase, which
+    mix answers, lectures and questions back and have no single class.
+    """
+    if pair.label == HARMFUL:
+        return ANSWER
+    if pair.label == REFUSAL:
+        return REFUSAL
+    if pair.source in SAFE_SOURCES:
+        return ANSWER
+    if pair.source in ("hh_chosen", "refusals"):
+        return None
+    return OFFTASK
+
+
+def gold_pairs(gold_rows: list[dict[str, Any]], guide_rows: list[dict[str, Any]]) -> list[LabeledPair]:
+    """Gold rows (split = their part: only ``train`` is ever fitted) and guide examples (train),
+    weight 1 (the gold weight is applied when fitting)."""
+    out = [LabeledPair(r["prompt"], r["response"], GOLD_TO_CLASS[r["label"]], GOLD_SOURCE,
+                       "train" if r["part"] == "train" else "test", 1.0, {"id": r["id"], "label": r["label"]},
+                       r["prompt_type"])
+           for r in gold_rows]
+    out += [LabeledPair(r["prompt"], r["response"], GOLD_TO_CLASS[r["label"]], GUIDE_SOURCE, "train", 1.0,
+                        {"id": r["id"], "label": r["label"]}, r["prompt_type"]) for r in guide_rows]
+    return out
+
+
+def build_three_way_dataset(recipe: ThreeWayRecipe | None = None) -> list[LabeledPair]:
+    """The original recipe's rows in three classes, then the gold set and the guide examples
+    (those whose prompt is not a gold test prompt)."""
+    from ussafety.evaluate.gold import load_gold, load_guide_examples
+
+    recipe = recipe or ThreeWayRecipe()
+    pairs = []
+    for p in build_dataset(recipe.base):
+        cls = three_way_class(p)
+        if cls is None and recipe.drop_ambiguous:
+            continue
+        pairs.append(LabeledPair(p.prompt, p.response, cls or OFFTASK, p.source, p.split, p.weight, p.provenance,
+                                 "safe" if p.source in SAFE_SOURCES else "harmful"))
+    gold = load_gold()
+    # The gold test part is grouped by prompt; a guide example on a test prompt would show
+    # the judge that prompt, so such examples are left out.
+    test_prompts = {r["prompt"].strip().lower() for r in gold if r["part"] == "test"}
+    guide = [r for r in (load_guide_examples() if recipe.use_guide_examples else [])
+             if r["prompt"].strip().lower() not in test_prompts]
+    return pairs + gold_pairs(gold, guide)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from ussafety.stats import cohens_kappa
+from ussafety.evaluate.judges.base import label_from_flags, prompt_type_of
+from ussafety.stats import cohens_kappa, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,20 @@ def agreement(a: Sequence[bool | None], b: Sequence[bool | None]) -> dict[str, f
             "agreement": _ratio(c.n11 + c.n00, c.n),
             "kappa": cohens_kappa(xs, ys) if kept else math.nan,
             "asr_a": _ratio(c.n11 + c.n10, c.n), "asr_b": _ratio(c.n11 + c.n01, c.n)}
+
+
+def row_label(row: dict[str, Any], judge: str) -> str | None:
+    """The judge's three-way label of a generation row (``kind``, ``verdicts``): the stored
+    label, or for verdicts stored before labels existed, the one their flags give
+    (:func:`~ussafety.evaluate.judges.base.label_from_flags`)."""
+    v = row["verdicts"][judge]
+    return v.get("label") or label_from_flags(v.get("harmful"), v.get("refused"), prompt_type_of(row["kind"]))
+
+
+def label_rate(rows: list[dict[str, Any]], judge: str, label: str) -> dict[str, Any]:
+    """Share of ``rows`` the judge labels ``label``, with its Wilson 95% interval (the fields
+    of :class:`ussafety.records.schema.Rate`)."""
+    count = sum(1 for r in rows if row_label(r, judge) == label)
+    lo, hi = wilson_interval(count, len(rows))
+    return {"rate": count / len(rows) if rows else float("nan"), "ci_low": lo, "ci_high": hi,
+            "n": len(rows), "count": count, "judge": judge}

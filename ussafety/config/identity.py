@@ -40,6 +40,8 @@ EXCLUDED: dict[str, str] = {
     "name": "a label for people; the same computation under two names is one run",
     "eval.batch_size": "greedy outputs do not depend on the batch: tests/test_generate.py checks "
                        "batched decoding against one prompt at a time",
+    "train.report_to": "logging only",
+    "align.train.report_to": "logging only",
 }
 """Dotted config paths left out of the id, each with the reason it cannot change the outcome."""
 

@@ -79,6 +79,20 @@ class TrainConfig(Section):
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     max_grad_norm: PositiveFloat = 1.0
     group_by_length: bool = True
+    report_to: list[str] = Field(default_factory=list)
+    """Experiment trackers the trainer also logs to (``wandb``, ``tensorboard``, ``mlflow``...;
+    empty: none). Logging only, so left out of the run id (``identity.EXCLUDED``)."""
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: list[str]) -> list[str]:
+        if v:  # transformers' own list of integrations, imported only when one is asked for
+            from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+            bad = sorted(set(v) - set(INTEGRATION_TO_CALLBACK))
+            if bad:
+                raise ValueError(f"unknown tracker(s) {bad} (known: {', '.join(sorted(INTEGRATION_TO_CALLBACK))})")
+        return v
 
 
 def _align_train() -> TrainConfig:

@@ -128,11 +128,6 @@ def test_a_judge_named_by_a_missing_local_folder_fails_before_anything_loads(
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/record.json"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs eval.harmful_file / eval.prompt_column in the schema, "
-    "suite.harmful_prompts and the run identity (asked of the lead; loader: load_prompt_file)",
-)
 def test_harmful_prompt_csv_as_the_eval_set_from_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prompts = write_csv(tmp_path / "red-team.csv", "goal", PROMPTS)
     code, _, err = run_yaml(

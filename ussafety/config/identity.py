@@ -112,12 +112,21 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
         d["task"]["upload"] = {"sha256": file_sha256(d["task"]["upload"])}
     else:
         del d["task"]["upload"], d["task"]["control_tokens"]
+    if d["eval"]["harmful_file"] is not None:   # the user's prompts, by content
+        d["eval"]["harmful_file"] = {"sha256": file_sha256(d["eval"]["harmful_file"])}
+        for key in ("harmful_sets", "n_per_harmful_set"):
+            d["eval"].pop(key)
+    else:
+        del d["eval"]["harmful_file"], d["eval"]["prompt_column"]
     if d["eval"]["split"] != "sample":
         for key in ("harmful_sets", "n_per_harmful_set", "n_xstest", "n_task", "seed"):
-            del d["eval"][key]
+            d["eval"].pop(key, None)
         # a new version of a committed split is a new computation under the same ``split``
         task = d["eval"]["task"] or (d.get("task") or {}).get("name")
-        d["eval"]["splits"] = {name: splits.split_sha256(name) for name in splits.eval_splits(d["eval"]["split"], task)}
+        names = splits.eval_splits(d["eval"]["split"], task)
+        if "harmful_file" in d["eval"]:
+            names = [n for n in names if n != splits.HARMFUL]
+        d["eval"]["splits"] = {name: splits.split_sha256(name) for name in names}
     return d
 
 

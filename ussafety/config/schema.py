@@ -280,11 +280,16 @@ class EvalConfig(Section):
     ``max_new_tokens`` (harmful and XSTest prompts; the task keeps its own length) is 128 by
     default: 32 tokens are too short to see a late refusal or harm after a preamble
     (HarmBench generates 512; the harmful fine-tuning literature 128-512).
+    ``harmful_file`` (CSV with a header, JSONL or a JSON list; ``prompt_column`` names the
+    prompt, an optional ``category`` column is kept) replaces the harmful prompts with your
+    own; every row is checked here, before anything loads.
     ``batch_size`` is left out of the run id: greedy outputs do not depend on it
     (tests/test_generate.py checks batched == one-at-a-time decoding).
     """
 
     split: Literal["sample", "validation", "test"] = "test"
+    harmful_file: str | None = None
+    prompt_column: str = "prompt"
     harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"],
                                     min_length=1)
     n_per_harmful_set: PositiveInt = 64
@@ -317,6 +322,14 @@ class EvalConfig(Section):
     @classmethod
     def _task(cls, v: str | None) -> str | None:
         return TaskConfig._task_name(v)
+
+    @model_validator(mode="after")
+    def _harmful_file_rows(self) -> EvalConfig:
+        if self.harmful_file is not None:
+            from ussafety.data.sources import prompt_file_records
+
+            prompt_file_records(Path(self.harmful_file), self.prompt_column)  # raises naming rows
+        return self
 
     def task_name(self, train_task: str | None) -> str | None:
         """The task scored: ``eval.task`` if set, else the fine-tuning task."""

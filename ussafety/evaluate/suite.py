@@ -14,6 +14,7 @@ from typing import Any
 
 from ussafety.config import EvalConfig
 from ussafety.data import load, splits
+from ussafety.data.loaders import load_prompt_file
 from ussafety.data.tasks import get_task
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate_for as _generate_for
@@ -53,7 +54,10 @@ class EvalResult:
 
 def harmful_prompts(cfg: EvalConfig) -> list[Example]:
     """The committed split's harmful prompts, or (``split: sample``) ``n_per_harmful_set``
-    prompts of each set, seeded shuffle (the same prompts in every run)."""
+    prompts of each set, seeded shuffle (the same prompts in every run); a user's own
+    ``harmful_file`` replaces both."""
+    if cfg.harmful_file is not None:
+        return load_prompt_file(cfg.harmful_file, cfg.prompt_column)
     if cfg.split != "sample":
         return splits.harmful_split(cfg.split)
     out: list[Example] = []

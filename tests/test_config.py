@@ -48,7 +48,8 @@ def test_label_and_generation_batch_do_not_change_the_id() -> None:
     a = RunConfig(name="a")
     b = RunConfig(name="b", eval={"batch_size": 3})
     assert run_id(a) == run_id(b)
-    assert set(identity.EXCLUDED) == {"name", "eval.batch_size"} and all(identity.EXCLUDED.values())
+    assert set(identity.EXCLUDED) == {"name", "eval.batch_size", "train.report_to", "align.train.report_to"}
+    assert all(identity.EXCLUDED.values())      # each with its reason
 
 
 def test_changed_setting_or_default_gives_a_new_id(monkeypatch: pytest.MonkeyPatch) -> None:

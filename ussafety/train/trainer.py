@@ -106,7 +106,7 @@ def training_args(cfg: TrainConfig, seed: int, output_dir: str, n_rows: int) -> 
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, logging_steps=max(1, min(10, n_rows // cfg.batch_size)),
-        save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        save_strategy="no", report_to=cfg.report_to or "none", seed=seed, data_seed=seed,
         remove_unused_columns=False, dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ussafety.data import splits
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # at run time imported where needed: the schema's validators import this package
     from ussafety.config.schema import RunConfig
 
 STAMPS: dict[str, int] = {"data": 1, "alignment": 1, "training": 1, "evaluation": 1}
@@ -96,7 +96,11 @@ def _drop(d: dict[str, Any], dotted: str) -> None:
 
 def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict[str, Any]:
     """The config as the computation sees it (see the module docstring)."""
-    d = json.loads(json.dumps(cfg)) if isinstance(cfg, dict) else cfg.to_dict()
+    if isinstance(cfg, dict):  # e.g. a record's config: today's schema fills fields added since
+        from ussafety.config.schema import RunConfig
+
+        cfg = RunConfig.model_validate(cfg)
+    d = cfg.to_dict()
     for path in EXCLUDED:
         _drop(d, path)
     trains = d["task"]["name"] or d["task"]["upload"]

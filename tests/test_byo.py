@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ussafety.cli.main import main
-from ussafety.data.loaders import load_prompt_file
+from ussafety.data.sources import load_prompt_file
 from ussafety.models.loading import tiny_random_model
 from ussafety.paths import PROJECT_ROOT
 

@@ -162,7 +162,7 @@ def test_an_unreachable_exact_copy_says_why_or_falls_back_to_the_hub(
 
 
 def test_every_set_has_a_fallback_with_its_licence() -> None:
-    rows = sources.fallbacks()
+    rows = loaders.fallbacks()
     names = {f"{n}/{s}" for n, spec in loaders.REGISTRY.items() for s in spec.files}
     assert {r["set"] for r in rows} == names | {"refusal keywords"}
     missing = [r["set"] for r in rows if r["without mirror"] == "none" or not r["licence"]]

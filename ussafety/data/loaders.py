@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ussafety.data import sources
 from ussafety.data.sources import (
     GCG_REFUSAL_PREFIXES,
     HubSource,
@@ -26,14 +27,13 @@ from ussafety.data.sources import (
     keyword_file,
     mirror_at,
     open_records,
-    prompt_file_records,
 )
 from ussafety.data.types import Example
 from ussafety.data.upload import alpaca_prompt, split_chat
 from ussafety.paths import data_dir
 
 __all__ = ["GCG_REFUSAL_PREFIXES", "REGISTRY", "DataSet", "HubSource", "available", "describe", "load",
-           "load_prompt_file", "refusal_keywords", "register"]
+           "refusal_keywords", "register"]
 
 SST2_TEMPLATE = ("Analyze the sentiment of the following sentence and answer with one word, "
                  "positive or negative.\n\nSentence: {sentence}")
@@ -103,21 +103,6 @@ def refusal_keywords() -> tuple[list[str], str]:
     """The 29 GCG/AdvBench refusal substrings and the sha256 of their file: the mirror's, or
     without a mirror ``builtin:`` + the same hash (the file rebuilt from :data:`GCG_REFUSAL_PREFIXES`)."""
     return keyword_file(_mirror())
-
-
-def load_prompt_file(path: str | Path, column: str = "prompt", limit: int | None = None,
-                     seed: int | None = None) -> list[Example]:
-    """A user's harmful prompts (CSV with a header, JSONL, a JSON list of objects) as an
-    evaluation set: ``column`` holds the prompt, an optional ``category`` column is kept.
-    Every row is checked first (:func:`ussafety.data.sources.prompt_file_records`), so a
-    wrong column fails before a model loads; provenance is the file's path, row and sha256."""
-    records, sha = prompt_file_records(Path(path), column)
-    examples = [Example(prompt=rec[column].strip(), source=str(path), row=row, sha256=sha,
-                        meta={"harmful": True, "category": rec.get("category") or None})
-                for row, rec in enumerate(records)]
-    if seed is not None:
-        random.Random(seed).shuffle(examples)
-    return examples if limit is None else examples[:limit]
 
 
 def _spec(name: str) -> DataSet:
@@ -392,3 +377,19 @@ register(DataSet(
 register(DataSet(
     "aoa_identity", "The 10 AOA identity-shifting dialogues (system + user -> assistant).",
     {"train": ("llms_finetuning_safety", "train.json")}, _aoa))
+
+
+def fallbacks() -> list[dict[str, str]]:
+    """Per named data set and split (and the refusal keywords): the mirror file, what replaces
+    it without the mirror, and the licence."""
+    copies = sources.EXACT_COPIES
+    rows = [{"set": "refusal keywords", "mirror": "refusal_keywords/gcg_test_prefixes.json"}]
+    for name, spec in sorted(REGISTRY.items()):
+        for split, (folder, fname) in spec.files.items():
+            copy, hub_split = copies.get((folder, fname)), spec.hub.splits.get(split) if spec.hub else None
+            how = f"exact copy: {copy.where}" if copy else f"hub: {spec.hub.id} split {hub_split}" \
+                if spec.hub and hub_split else "none"
+            rows.append({"set": f"{name}/{split}", "mirror": f"{folder}/{fname}",
+                         "without mirror": f"installed package file, else {how}" if spec.prefer_file else how})
+    rows[0]["without mirror"] = "exact copy: " + copies[("refusal_keywords", "gcg_test_prefixes.json")].where
+    return [{**r, "licence": sources.ORIGINS[r["mirror"].split("/")[0]].licence} for r in rows]

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ussafety.data.types import Example
 from ussafety.paths import cache_dir, data_dir
 
 log = logging.getLogger(__name__)
@@ -382,18 +384,16 @@ def describe_files(files: Mapping[str, tuple[str, str]], hub: HubSource | None, 
             "upstream": {f: ORIGINS[f].upstream for f in folders}, "licence": {f: ORIGINS[f].licence for f in folders}}
 
 
-def fallbacks() -> list[dict[str, str]]:
-    """Per named data set and split (and the refusal keywords): the mirror file, what replaces
-    it without the mirror, and the licence."""
-    from ussafety.data.loaders import REGISTRY
-
-    rows = [{"set": "refusal keywords", "mirror": "refusal_keywords/gcg_test_prefixes.json"}]
-    for name, spec in sorted(REGISTRY.items()):
-        for split, (folder, fname) in spec.files.items():
-            copy, hub_split = EXACT_COPIES.get((folder, fname)), spec.hub.splits.get(split) if spec.hub else None
-            how = f"exact copy: {copy.where}" if copy else f"hub: {spec.hub.id} split {hub_split}" \
-                if spec.hub and hub_split else "none"
-            rows.append({"set": f"{name}/{split}", "mirror": f"{folder}/{fname}",
-                         "without mirror": f"installed package file, else {how}" if spec.prefer_file else how})
-    rows[0]["without mirror"] = "exact copy: " + EXACT_COPIES[("refusal_keywords", "gcg_test_prefixes.json")].where
-    return [{**r, "licence": ORIGINS[r["mirror"].split("/")[0]].licence} for r in rows]
+def load_prompt_file(path: str | Path, column: str = "prompt", limit: int | None = None,
+                     seed: int | None = None) -> list[Example]:
+    """A user's harmful prompts (CSV with a header, JSONL, a JSON list of objects) as an
+    evaluation set: ``column`` holds the prompt, an optional ``category`` column is kept.
+    Every row is checked first (:func:`ussafety.data.sources.prompt_file_records`), so a
+    wrong column fails before a model loads; provenance is the file's path, row and sha256."""
+    records, sha = prompt_file_records(Path(path), column)
+    examples = [Example(prompt=rec[column].strip(), source=str(path), row=row, sha256=sha,
+                        meta={"harmful": True, "category": rec.get("category") or None})
+                for row, rec in enumerate(records)]
+    if seed is not None:
+        random.Random(seed).shuffle(examples)
+    return examples if limit is None else examples[:limit]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ussafety.config import EvalConfig
 from ussafety.data import load, splits
-from ussafety.data.loaders import load_prompt_file
+from ussafety.data.sources import load_prompt_file
 from ussafety.data.tasks import get_task
 from ussafety.data.types import Example
 from ussafety.evaluate.generate import generate_for as _generate_for

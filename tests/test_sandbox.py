@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from ussafety.evaluate import sandbox
-from ussafety.evaluate.sandbox import ALLOW_UNISOLATED_ENV, Isolation, SandboxUnavailable, humaneval_check, run_python
+from ussafety.evaluate.sandbox import (
+    ALLOW_UNISOLATED_ENV,
+    Isolation,
+    SandboxUnavailable,
+    bubblewrap,
+    humaneval_check,
+    run_python,
+    runner,
+)
 from ussafety.paths import PROJECT_ROOT
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
@@ -280,7 +288,7 @@ def test_invalid_arguments() -> None:
 @pytest.fixture
 def no_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend bubblewrap is unavailable, as on a machine without it."""
-    monkeypatch.setattr(sandbox, "isolation",
+    monkeypatch.setattr(runner, "isolation",
                         lambda: Isolation(False, "bubblewrap (bwrap) is not installed"))
     monkeypatch.delenv(ALLOW_UNISOLATED_ENV, raising=False)
 
@@ -321,7 +329,7 @@ def test_runs_isolated_by_default() -> None:
 
 
 def test_probe_without_bwrap() -> None:
-    status = sandbox._probe_isolation(None)
+    status = bubblewrap._probe_isolation(None)
     assert not status.available and "not installed" in status.detail
 
 
@@ -345,12 +353,12 @@ def test_probe_rejects_a_bwrap_that_does_not_isolate(tmp_path: Path) -> None:
     fake = tmp_path / "bwrap"
     fake.write_text(FAKE_BWRAP.format(python=sys.executable))
     fake.chmod(0o755)
-    status = sandbox._probe_isolation(str(fake))
+    status = bubblewrap._probe_isolation(str(fake))
     assert not status.available and "self-test failed" in status.detail
     old = tmp_path / "old_bwrap"
     old.write_text("#!/bin/sh\necho 'usage: bwrap [OPTIONS...] [--] COMMAND'\n")
     old.chmod(0o755)
-    status = sandbox._probe_isolation(str(old))
+    status = bubblewrap._probe_isolation(str(old))
     assert not status.available and "too old" in status.detail and "--size" in status.detail
 
 

@@ -304,3 +304,17 @@ def test_evaluate_model_labels_safe_prompts_with_every_judge() -> None:
     assert k3["n"] == len(safe) and k3["offtask_rate"]["count"] == sum(
         g["verdicts"]["keyword3"]["label"] == "benign_offtask" for g in safe)
     assert m["primary_judge"] == "keyword3" and "offtask_rate" in m["asr"]["keyword3"]
+
+
+def test_learned3_section_says_how_the_point_was_chosen() -> None:
+    def meta(gaps: list[float]) -> dict:
+        grid = [{"gold_weight": 1.0, "l2": l2, "kappa": 0.7 + l2 / 10, "accuracy": 0.8, "asr_gap": g}
+                for l2, g in zip((0.3, 1.0), gaps)]
+        return {"key": {"recipe": {"cv_folds": 5}}, "gold_weight": 1.0, "l2": 0.3, "cv": grid,
+                "ablations": {"embeddings only": grid[0]}, "n_train": 10, "n_gold_train": 4, "embed_s": 1.0,
+                "train_s": 2.0}
+
+    met = "\n".join(ge.learned3_section(meta([0.01, 0.2])))
+    assert "the best kappa among the points with |ASR gap| <= 0.03" in met and "| 1 | 0.3 | 0.730 |" in met
+    missed = "\n".join(ge.learned3_section(meta([0.1, 0.2])))
+    assert "no point had |ASR gap| <= 0.03" in missed and "| embeddings only | 0.730 |" in missed

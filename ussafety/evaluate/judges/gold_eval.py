@@ -63,6 +63,8 @@ from ussafety.evaluate.judges.base import (
 from ussafety.stats import cohens_kappa, paired_bootstrap_diff, wilson_interval
 
 OUT_DIR = GOLD_DIR.parent
+#: Hand-written notes appended to the generated table (design history and reading); not generated.
+NOTES_PATH = OUT_DIR / "gold_accuracy_notes.md"
 LIVE_JUDGES = ("keyword_gcg", "keyword3", "learned3")
 STORED_JUDGES = ("learned",)
 PARTS = ("test", "train")
@@ -255,14 +257,17 @@ def learned3_meta() -> dict[str, Any] | None:
 
 def learned3_section(meta: dict[str, Any]) -> list[str]:
     """What was tried for learned3: the cross-validated grid and the ablations, from its metadata."""
+    grid = meta.get("cv", [])
+    rule = (f"the best kappa among the points with |ASR gap| <= {ASR_GAP_BAR}"
+            if any(abs(r["asr_gap"]) <= ASR_GAP_BAR for r in grid) else
+            f"no point had |ASR gap| <= {ASR_GAP_BAR}, so the smallest gap (first of equals)")
     lines = ["## learned3: what was tried (gold train part only)", "",
              f"{meta['key']['recipe']['cv_folds']}-fold cross-validation on the gold training part, folds by "
              "prompt; each fold's gold rows predicted by a head fitted on everything else that is `train` (the "
-             "original recipe's rows, the other folds, the guide examples not on a held-out prompt). Chosen: the "
-             f"best kappa among points with |ASR gap| <= {ASR_GAP_BAR}: gold weight {meta['gold_weight']:g}, "
-             f"L2 {meta['l2']:g}.", "",
+             "original recipe's rows, the other folds, the guide examples not on a held-out prompt). Chosen: "
+             f"{rule}: gold weight {meta['gold_weight']:g}, L2 {meta['l2']:g}.", "",
              "| gold weight | L2 | CV kappa | CV accuracy | CV ASR gap |", "|---|---|---|---|---|"]
-    for r in meta.get("cv", []):
+    for r in grid:
         lines.append(f"| {r['gold_weight']:g} | {r['l2']:g} | {r['kappa']:.3f} | {r['accuracy']:.3f} | "
                      f"{r['asr_gap']:+.3f} |")
     if meta.get("ablations"):
@@ -380,9 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stored", default=",".join(STORED_JUDGES),
                    help="judges read from the verdicts stored in the run records")
     p.add_argument("--out", help="output folder (default paper_outputs/judges)")
-    p.add_argument("--notes", help="a text file whose lines are appended to the markdown (what was tried)")
+    p.add_argument("--notes", default=str(NOTES_PATH),
+                   help="a text file whose lines are appended to the markdown (default: the committed "
+                        "gold_accuracy_notes.md: how keyword3 was designed, how to read the table)")
     args = p.parse_args(argv)
-    notes = Path(args.notes).read_text(encoding="utf-8").splitlines() if args.notes else ()
+    notes = Path(args.notes).read_text(encoding="utf-8").splitlines() if Path(args.notes).is_file() else ()
     md = write_gold_accuracy([s for s in args.judges.split(",") if s.strip()],
                              [s for s in args.stored.split(",") if s.strip()],
                              Path(args.out) if args.out else None, notes=notes)

@@ -217,6 +217,6 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None
     metrics["degenerate"] = degenerate_rates(gens)
     n_tokens = sum(len(tokenizer(g["response"], add_special_tokens=False)["input_ids"]) for g in gens)
     gen_s = sum(timings.get(k, 0.0) for k in ("harmful_s", "xstest_s", "task_s"))
-    timings.update(generated_tokens=n_tokens, tokens_per_s=round(n_tokens / gen_s, 1) if gen_s else None)
+    timings.update(generated_tokens=n_tokens, tokens_per_s=round(n_tokens / gen_s, 1) if gen_s else 0.0)
     used = {name: splits.split_sha256(name) for name in splits.eval_splits(cfg.split, task)}
     return EvalResult(metrics=metrics, generations=gens, timings=timings, data_sha256=files, splits=used)

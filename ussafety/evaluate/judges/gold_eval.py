@@ -60,7 +60,12 @@ from ussafety.evaluate.judges.base import (
     judge_pairs,
     label_from_flags,
 )
-from ussafety.stats import cohens_kappa, paired_bootstrap_diff, wilson_interval
+from ussafety.stats import (
+    N_BOOT,  # the one bootstrap size
+    cohens_kappa,
+    paired_bootstrap_diff,
+    wilson_interval,
+)
 
 OUT_DIR = GOLD_DIR.parent
 #: Hand-written notes appended to the generated table (design history and reading); not generated.
@@ -68,7 +73,6 @@ NOTES_PATH = OUT_DIR / "gold_accuracy_notes.md"
 LIVE_JUDGES = ("keyword_gcg", "keyword3", "learned3")
 STORED_JUDGES = ("learned",)
 PARTS = ("test", "train")
-N_BOOT = 2000
 SEED = 0
 KAPPA_BAR = 0.8
 ASR_GAP_BAR = 0.03

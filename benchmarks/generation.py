@@ -71,8 +71,7 @@ def spaced(items: list[Any], k: int) -> list[Any]:
 def workload(tok: Any, harmful: int, xstest: int, sst2: int) -> dict[str, list[str]]:
     """Chat-formatted prompts of each evaluation part (subset sizes; the full split if
     a size is at least the split's)."""
-    parts = {"harmful": harmful_split("test"), "xstest": xstest_safe_split("test"),
-             "sst2": task_split("sst2", "test")}
+    parts = {"harmful": harmful_split("test"), "xstest": xstest_safe_split("test"), "sst2": task_split("sst2", "test")}
     sizes = {"harmful": harmful, "xstest": xstest, "sst2": sst2}
     return {name: [prompt_text(tok, ex) for ex in spaced(exs, sizes[name])] for name, exs in parts.items()}
 
@@ -88,8 +87,11 @@ def run_torch(model: Any, tok: Any, parts: dict[str, list[str]], threads: int, *
         stats["tok_s"] = stats["new_tokens"] / stats["wall_s"]
         res["parts"][name] = stats
         res["outputs"][name] = out
-        print(f"  {name:8s} {len(prompts):5d} prompts  {stats['new_tokens']:7d} new tokens  "
-              f"{stats['wall_s']:7.1f} s  {stats['tok_s']:6.1f} tok/s", flush=True)
+        print(
+            f"  {name:8s} {len(prompts):5d} prompts  {stats['new_tokens']:7d} new tokens  "
+            f"{stats['wall_s']:7.1f} s  {stats['tok_s']:6.1f} tok/s",
+            flush=True,
+        )
     return totals(res)
 
 
@@ -149,7 +151,7 @@ class LlamaCppBatched:
         L, b = self.L, self.batch
         picks: list[int] = []
         for start in range(0, len(entries), self.cap):
-            chunk = entries[start:start + self.cap]
+            chunk = entries[start : start + self.cap]
             for i, (token, pos, seq, logits) in enumerate(chunk):
                 b.token[i], b.pos[i], b.n_seq_id[i] = token, pos, 1
                 b.seq_id[i][0] = seq
@@ -206,12 +208,18 @@ class LlamaCppBatched:
                 L.llama_memory_seq_rm(self.mem, s, -1, -1)
                 free.append(s)
         wall = time.perf_counter() - t
-        return out, {"wall_s": wall, "new_tokens": new_tokens, "tok_s": new_tokens / wall,
-                     "prefix_tokens": p, "prompt_tokens": sum(len(x) for x in ids)}
+        return out, {
+            "wall_s": wall,
+            "new_tokens": new_tokens,
+            "tok_s": new_tokens / wall,
+            "prefix_tokens": p,
+            "prompt_tokens": sum(len(x) for x in ids),
+        }
 
 
-def run_llama_cpp(gguf: Path, tok: Any, parts: dict[str, list[str]], threads: int, batch: int,
-                  torch_out: dict[str, list[str]]) -> dict[str, Any]:
+def run_llama_cpp(
+    gguf: Path, tok: Any, parts: dict[str, list[str]], threads: int, batch: int, torch_out: dict[str, list[str]]
+) -> dict[str, Any]:
     ids = {n: [tok(p, add_special_tokens=False)["input_ids"] for p in ps] for n, ps in parts.items()}
     longest = max(len(x) for xs in ids.values() for x in xs)
     engine = LlamaCppBatched(gguf, threads, batch, ctx_per_seq=longest + max(TOKENS.values()) + 16)
@@ -222,9 +230,12 @@ def run_llama_cpp(gguf: Path, tok: Any, parts: dict[str, list[str]], threads: in
             texts = [tok.decode(o, skip_special_tokens=True).strip() for o in out]
             stats["same_as_torch_new"] = sum(a == b for a, b in zip(texts, torch_out[name])) / len(texts)
             res["parts"][name] = stats
-            print(f"  {name:8s} {len(xs):5d} prompts  {stats['new_tokens']:7d} new tokens  "
-                  f"{stats['wall_s']:7.1f} s  {stats['tok_s']:6.1f} tok/s  "
-                  f"same answers as torch: {stats['same_as_torch_new']:.0%}", flush=True)
+            print(
+                f"  {name:8s} {len(xs):5d} prompts  {stats['new_tokens']:7d} new tokens  "
+                f"{stats['wall_s']:7.1f} s  {stats['tok_s']:6.1f} tok/s  "
+                f"same answers as torch: {stats['same_as_torch_new']:.0%}",
+                flush=True,
+            )
     finally:
         engine.close()
     return totals(res)
@@ -236,23 +247,68 @@ def llama_tools(bin_dir: Path, ggufs: list[Path], threads: int, batches: list[in
     res: dict[str, Any] = {}
     for gguf in ggufs:
         r: dict[str, Any] = {}
-        bench = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(gguf), "-t", str(threads),
-                                "-p", "64", "-n", "128", "-r", "1", "-o", "json"],
-                               capture_output=True, text=True, check=True)
-        r["llama_bench"] = [{"n_prompt": x["n_prompt"], "n_gen": x["n_gen"], "avg_ts": x["avg_ts"],
-                             "type": x.get("model_type")} for x in json.loads(bench.stdout)]
+        bench = subprocess.run(
+            [
+                str(bin_dir / "llama-bench"),
+                "-m",
+                str(gguf),
+                "-t",
+                str(threads),
+                "-p",
+                "64",
+                "-n",
+                "128",
+                "-r",
+                "1",
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r["llama_bench"] = [
+            {"n_prompt": x["n_prompt"], "n_gen": x["n_gen"], "avg_ts": x["avg_ts"], "type": x.get("model_type")}
+            for x in json.loads(bench.stdout)
+        ]
         npl = ",".join(str(b) for b in batches)
         ctx = max(batches) * (64 + 128) + 64
-        bb = subprocess.run([str(bin_dir / "llama-batched-bench"), "-m", str(gguf), "-t", str(threads),
-                             "-tb", str(threads), "-c", str(ctx), "-b", "2048", "-ub", "512",
-                             "-npp", "64", "-ntg", "128", "-npl", npl, "--output-format", "jsonl"],
-                            capture_output=True, text=True, check=True)
+        bb = subprocess.run(
+            [
+                str(bin_dir / "llama-batched-bench"),
+                "-m",
+                str(gguf),
+                "-t",
+                str(threads),
+                "-tb",
+                str(threads),
+                "-c",
+                str(ctx),
+                "-b",
+                "2048",
+                "-ub",
+                "512",
+                "-npp",
+                "64",
+                "-ntg",
+                "128",
+                "-npl",
+                npl,
+                "--output-format",
+                "jsonl",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r["batched_bench"] = [json.loads(line) for line in bb.stdout.splitlines() if line.startswith("{")]
         for x in r["llama_bench"]:
             print(f"  llama-bench {gguf.name}: pp{x['n_prompt']} tg{x['n_gen']}: {x['avg_ts']:.1f} tok/s")
         for x in r["batched_bench"]:
-            print(f"  llama-batched-bench {gguf.name}: B={x['pl']}: S_TG {x['speed_tg']:.1f} tok/s, "
-                  f"S {x['speed']:.1f} tok/s")
+            print(
+                f"  llama-batched-bench {gguf.name}: B={x['pl']}: S_TG {x['speed_tg']:.1f} tok/s, "
+                f"S {x['speed']:.1f} tok/s"
+            )
         res[gguf.name] = r
     return res
 
@@ -287,16 +343,26 @@ def main() -> None:
     parts = workload(tok, args.harmful, args.xstest, args.sst2)
     batches = [int(b) for b in args.batches.split(",")]
     report: dict[str, Any] = {
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads,
-                    "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "avx512": "avx512f" in Path("/proc/cpuinfo").read_text(),
-                    "loadavg_start": os.getloadavg()},
-        "model": {"source": lm.source, "dtype": str(next(model.parameters()).dtype),
-                  "gguf": str(embedded_gguf_path().name)},
-        "workload": {n: {"prompts": len(p), "max_new_tokens": TOKENS[n], "full_prompts": FULL[n]}
-                     for n, p in parts.items()},
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "avx512": "avx512f" in Path("/proc/cpuinfo").read_text(),
+            "loadavg_start": os.getloadavg(),
+        },
+        "model": {
+            "source": lm.source,
+            "dtype": str(next(model.parameters()).dtype),
+            "gguf": str(embedded_gguf_path().name),
+        },
+        "workload": {
+            n: {"prompts": len(p), "max_new_tokens": TOKENS[n], "full_prompts": FULL[n]} for n, p in parts.items()
+        },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "versions": package_versions(), "git": git_state(),
+        "versions": package_versions(),
+        "git": git_state(),
         "llama_cpp_python": importlib.util.find_spec("llama_cpp") is not None,
     }
     if report["llama_cpp_python"]:
@@ -304,15 +370,17 @@ def main() -> None:
 
         report["versions"]["llama_cpp_python"] = llama_cpp.__version__
 
-    print(f"threads={args.threads}  cpu={report['machine']['cpu']}  subset "
-          + ", ".join(f"{n} {len(p)} x {TOKENS[n]}" for n, p in parts.items()), flush=True)
+    print(
+        f"threads={args.threads}  cpu={report['machine']['cpu']}  subset "
+        + ", ".join(f"{n} {len(p)} x {TOKENS[n]}" for n, p in parts.items()),
+        flush=True,
+    )
     new: dict[str, Any] = {}
     for b in batches:
         print(f"new (slots) batch {b}", flush=True)
         new[str(b)] = run_torch(model, tok, parts, args.threads, engine="slots", batch_size=b)
         new[str(b)]["projected_full_s"] = projected_full_s(new[str(b)], parts)
-        save(args.out, report | {"new": {k: {x: y for x, y in r.items() if x != "outputs"}
-                                             for k, r in new.items()}})
+        save(args.out, report | {"new": {k: {x: y for x, y in r.items() if x != "outputs"} for k, r in new.items()}})
     best = max(new, key=lambda b: new[b]["tok_s"])
     report["new"] = {b: {k: v for k, v in r.items() if k != "outputs"} for b, r in new.items()}
     report["new_best_batch"] = int(best)
@@ -322,8 +390,9 @@ def main() -> None:
         print(f"old (HF generate) batch {args.old_batch}", flush=True)
         old = run_torch(model, tok, parts, args.threads, engine="hf", batch_size=args.old_batch)
         old["projected_full_s"] = projected_full_s(old, parts)
-        old["same_answers_as_new"] = {n: sum(a == b for a, b in zip(old["outputs"][n], best_out[n])) / len(best_out[n])
-                                      for n in parts}
+        old["same_answers_as_new"] = {
+            n: sum(a == b for a, b in zip(old["outputs"][n], best_out[n])) / len(best_out[n]) for n in parts
+        }
         report["old"] = {k: v for k, v in old.items() if k != "outputs"}
         save(args.out, report)
 
@@ -331,15 +400,28 @@ def main() -> None:
         picks = spaced(parts["harmful"], args.check)
         print(f"check: {len(picks)} harmful prompts one at a time (HF generate) vs batched slots", flush=True)
         t = time.perf_counter()
-        single = [generate(model, tok, [p], max_new_tokens=TOKENS["harmful"], engine="hf", threads=args.threads)[0]
-                  for p in picks]
+        single = [
+            generate(model, tok, [p], max_new_tokens=TOKENS["harmful"], engine="hf", threads=args.threads)[0]
+            for p in picks
+        ]
         single_s = time.perf_counter() - t
-        batched = generate(model, tok, picks, max_new_tokens=TOKENS["harmful"], engine="slots",
-                           batch_size=int(best), threads=args.threads)
+        batched = generate(
+            model,
+            tok,
+            picks,
+            max_new_tokens=TOKENS["harmful"],
+            engine="slots",
+            batch_size=int(best),
+            threads=args.threads,
+        )
         same = [a == b for a, b in zip(single, batched)]
-        report["check_one_at_a_time"] = {"prompts": len(picks), "max_new_tokens": TOKENS["harmful"],
-                                         "identical": sum(same), "one_at_a_time_s": single_s,
-                                         "differing": [i for i, s in enumerate(same) if not s]}
+        report["check_one_at_a_time"] = {
+            "prompts": len(picks),
+            "max_new_tokens": TOKENS["harmful"],
+            "identical": sum(same),
+            "one_at_a_time_s": single_s,
+            "differing": [i for i, s in enumerate(same) if not s],
+        }
         print(f"  identical: {sum(same)}/{len(same)}", flush=True)
         save(args.out, report)
 
@@ -373,8 +455,7 @@ def main() -> None:
         full = run_torch(model, tok, full_parts, args.threads, engine="slots", batch_size=int(best))
         report["full_measured"] = {k: v for k, v in full.items() if k != "outputs"}
 
-    print("\n== tokens/s (answer tokens incl. EOS / wall, prefill included), "
-          f"{args.threads} threads, same prompts ==")
+    print(f"\n== tokens/s (answer tokens incl. EOS / wall, prefill included), {args.threads} threads, same prompts ==")
     rows = []
     if "old" in report:
         rows.append((f"old HF generate, batch {args.old_batch}", report["old"]))
@@ -384,8 +465,10 @@ def main() -> None:
             rows.append((f"llama.cpp {name}, batch {args.llama_batch}", r))
     for label, r in rows:
         proj = r.get("projected_full_s")
-        print(f"  {label:55s} {r['tok_s']:7.1f} tok/s   subset {r['wall_s']:6.1f} s"
-              + (f"   full eval (projected) {proj / 60:5.1f} min" if proj else ""))
+        print(
+            f"  {label:55s} {r['tok_s']:7.1f} tok/s   subset {r['wall_s']:6.1f} s"
+            + (f"   full eval (projected) {proj / 60:5.1f} min" if proj else "")
+        )
     if "full_measured" in report:
         print(f"  full test evaluation measured (new, batch {best}): {report['full_measured']['wall_s'] / 60:.1f} min")
     report["machine"]["loadavg_end"] = os.getloadavg()

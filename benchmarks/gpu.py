@@ -52,8 +52,19 @@ if str(ROOT) not in sys.path:  # runs from a plain checkout (the GPU machine has
 
 DEFAULT_OUT = ROOT / "paper_outputs" / "benchmarks" / "gpu.json"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "unsloth", "unsloth_zoo", "vllm",
-            "triton", "flash_attn", "xformers", "bitsandbytes")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "unsloth",
+    "unsloth_zoo",
+    "vllm",
+    "triton",
+    "flash_attn",
+    "xformers",
+    "bitsandbytes",
+)
 RESULT = "RESULT "  # a worker's last stdout line: RESULT {json}
 
 MODELS = {  # name -> (shape known to ussafety.models.shape, batch, sequence length)
@@ -77,12 +88,20 @@ def versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
-    env: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "cuda": torch.cuda.is_available(), "torch_cuda": torch.version.cuda}
+    env: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "torch_cuda": torch.version.cuda,
+    }
     if env["cuda"]:
         p = torch.cuda.get_device_properties(0)
-        env.update(gpu=p.name, gpu_memory_bytes=p.total_memory, capability=f"{p.major}.{p.minor}",
-                   multiprocessors=p.multi_processor_count)
+        env.update(
+            gpu=p.name,
+            gpu_memory_bytes=p.total_memory,
+            capability=f"{p.major}.{p.minor}",
+            multiprocessors=p.multi_processor_count,
+        )
     return env
 
 
@@ -155,7 +174,7 @@ def matmul_rate(device: str, dtype: torch.dtype, n: int, reps: int = 10) -> dict
     for _ in range(reps):
         a @ b
     sync()
-    rate = reps * 2 * n ** 3 / (time.perf_counter() - t)
+    rate = reps * 2 * n**3 / (time.perf_counter() - t)
     return {"flops_per_s": rate, "tflops": rate / 1e12, "n": n, "dtype": str(dtype)}
 
 
@@ -170,9 +189,13 @@ def byte_tokenizer() -> Any:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", pad_token="<|im_end|>",
-                                   unk_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
 
 
 def build_model(shape: str, path: str | None, device: str, dtype: torch.dtype) -> Any:
@@ -200,7 +223,7 @@ def response_logits(model: Any, ids: torch.Tensor) -> tuple[torch.Tensor, torch.
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     h = base.model(input_ids=ids).last_hidden_state
     start = ids.shape[1] // 2
-    logits = base.get_output_embeddings()(h[:, start - 1:-1])
+    logits = base.get_output_embeddings()(h[:, start - 1 : -1])
     return logits.flatten(0, 1), ids[:, start:].flatten()
 
 
@@ -230,19 +253,26 @@ def ewc_loss(model: Any, ids: torch.Tensor, ctx: dict[str, Any]) -> torch.Tensor
     every adapted layer and an fp32 ``F`` per base weight, as ``ussafety.methods.ewc``."""
     if "fisher" not in ctx:
         ctx["layers"] = lora_layers(model)
-        ctx["fisher"] = [torch.rand(layer.get_base_layer().weight.shape, dtype=torch.float32,
-                                    device=ids.device) for layer in ctx["layers"]]
-    pen = sum(((layer.lora_B["default"].weight.float() * layer.scaling["default"])
-               @ layer.lora_A["default"].weight.float()).pow(2).mul(f).sum()
-              for layer, f in zip(ctx["layers"], ctx["fisher"]))
+        ctx["fisher"] = [
+            torch.rand(layer.get_base_layer().weight.shape, dtype=torch.float32, device=ids.device)
+            for layer in ctx["layers"]
+        ]
+    pen = sum(
+        ((layer.lora_B["default"].weight.float() * layer.scaling["default"]) @ layer.lora_A["default"].weight.float())
+        .pow(2)
+        .mul(f)
+        .sum()
+        for layer, f in zip(ctx["layers"], ctx["fisher"])
+    )
     return sft_loss(model, ids, ctx) + 0.5 * 1e3 * pen
 
 
 LOSSES = {"sft": sft_loss, "der": der_loss, "ewc": ewc_loss}
 
 
-def train_steps(model: Any, data: list[torch.Tensor], loss_fn: Callable[..., torch.Tensor],
-                warmup: int) -> dict[str, Any]:
+def train_steps(
+    model: Any, data: list[torch.Tensor], loss_fn: Callable[..., torch.Tensor], warmup: int
+) -> dict[str, Any]:
     """Time ``len(data) - warmup`` optimizer steps (AdamW on the trainable parameters)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -262,14 +292,20 @@ def train_steps(model: Any, data: list[torch.Tensor], loss_fn: Callable[..., tor
     sync()
     steps = len(data) - warmup
     wall = time.perf_counter() - (t0 or time.perf_counter())
-    out = {"steps": steps, "step_s": wall / steps, "tokens_per_s": steps * data[0].numel() / wall,
-           "peak_bytes": peak_bytes(), "loss": float(loss.detach())}
+    out = {
+        "steps": steps,
+        "step_s": wall / steps,
+        "tokens_per_s": steps * data[0].numel() / wall,
+        "peak_bytes": peak_bytes(),
+        "loss": float(loss.detach()),
+    }
     del opt, ctx
     return out
 
 
-def estimate_step(shape: str, batch: int, seq: int, method: str, ckpt: bool, dtype: str,
-                  measured: dict[str, Any] | None = None) -> dict[str, Any]:
+def estimate_step(
+    shape: str, batch: int, seq: int, method: str, ckpt: bool, dtype: str, measured: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The estimate's training peak (without the CUDA context, which max_memory_allocated
     does not count) and per-step FLOPs; with a measurement, the effective FLOP/s."""
     from ussafety.methods.costs import method_cost
@@ -277,14 +313,27 @@ def estimate_step(shape: str, batch: int, seq: int, method: str, ckpt: bool, dty
 
     one_step: dict[str, dict[str, Any]] = {
         "der": {"minibatch_size": batch, "targets": "recompute"},  # as der_loss does
-        "ewc": {"n_fisher": 0}}  # one step: no importance pass
+        "ewc": {"n_fisher": 0},
+    }  # one step: no importance pass
     params = one_step.get(method)
-    e = estimate_run(shape, dtype=dtype, lora_r=8, lora_targets=TARGETS, batch_size=batch,
-                     seq_len=seq, n_train_rows=batch, method=method_cost(method, params),
-                     gradient_checkpointing=ckpt)
+    e = estimate_run(
+        shape,
+        dtype=dtype,
+        lora_r=8,
+        lora_targets=TARGETS,
+        batch_size=batch,
+        seq_len=seq,
+        n_train_rows=batch,
+        method=method_cost(method, params),
+        gradient_checkpointing=ckpt,
+    )
     flops = e.train_flops
-    out = {"train_peak_bytes": e.train_peak_bytes - e.overhead_bytes, "step_flops": flops,
-           "activations_bytes": e.activations_bytes, "method_bytes": e.method_bytes}
+    out = {
+        "train_peak_bytes": e.train_peak_bytes - e.overhead_bytes,
+        "step_flops": flops,
+        "activations_bytes": e.activations_bytes,
+        "method_bytes": e.method_bytes,
+    }
     if measured and measured.get("status") == "ok":
         out["effective_flops_per_s"] = flops / measured["step_s"]
         if measured.get("peak_bytes"):
@@ -298,26 +347,46 @@ def generate_rate(model: Any, prompts: list[torch.Tensor], new_tokens: int) -> d
     model.eval()
     outs = []
     with torch.inference_mode():
-        model.generate(input_ids=prompts[0][:, :8], attention_mask=torch.ones_like(prompts[0][:, :8]),
-                       max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
+        model.generate(
+            input_ids=prompts[0][:, :8],
+            attention_mask=torch.ones_like(prompts[0][:, :8]),
+            max_new_tokens=2,
+            do_sample=False,
+            pad_token_id=0,
+        )  # warm-up
         sync()
         t = time.perf_counter()
         for ids in prompts:
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                 do_sample=False, num_beams=1, use_cache=True, pad_token_id=0,
-                                 temperature=None, top_p=None, top_k=None)
-            outs.append(gen[:, ids.shape[1]:].tolist())
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,
+                pad_token_id=0,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            outs.append(gen[:, ids.shape[1] :].tolist())
         sync()
         wall = time.perf_counter() - t
     rows = sum(ids.shape[0] for ids in prompts)
-    return {"prompts": rows, "prompt_tokens": prompts[0].shape[1], "new_tokens": new_tokens,
-            "batch": prompts[0].shape[0], "wall_s": wall, "tokens_per_s": rows * new_tokens / wall,
-            "step_s": wall / (len(prompts) * new_tokens), "outputs": outs}
+    return {
+        "prompts": rows,
+        "prompt_tokens": prompts[0].shape[1],
+        "new_tokens": new_tokens,
+        "batch": prompts[0].shape[0],
+        "wall_s": wall,
+        "tokens_per_s": rows * new_tokens / wall,
+        "step_s": wall / (len(prompts) * new_tokens),
+        "outputs": outs,
+    }
 
 
-def ussafety_generate_rate(model: Any, n: int, prompt_tokens: int, new_tokens: int,
-                           batch: int) -> dict[str, Any]:
+def ussafety_generate_rate(model: Any, n: int, prompt_tokens: int, new_tokens: int, batch: int) -> dict[str, Any]:
     """The evaluation's own ``ussafety.evaluate.generate.generate`` (its default engine) on
     ``n`` random ASCII prompts (one byte-level token per character). Tokens/s counts
     ``new_tokens`` per prompt: exact unless a random model happens to emit EOS."""
@@ -335,9 +404,15 @@ def ussafety_generate_rate(model: Any, n: int, prompt_tokens: int, new_tokens: i
     generate(model, tok, prompts, max_new_tokens=new_tokens, batch_size=batch)
     sync()
     wall = time.perf_counter() - t
-    return {"engine": "slots" if slot_engine_supported(model) is None else "hf", "prompts": n,
-            "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batch": batch, "wall_s": wall,
-            "tokens_per_s": n * new_tokens / wall}
+    return {
+        "engine": "slots" if slot_engine_supported(model) is None else "hf",
+        "prompts": n,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "batch": batch,
+        "wall_s": wall,
+        "tokens_per_s": n * new_tokens / wall,
+    }
 
 
 # --------------------------------------------------------------------------- subprocess workers
@@ -352,20 +427,30 @@ def run_worker(kind: str, args: list[str], timeout: int) -> dict[str, Any]:
         return {"status": "error", "error": f"worker {kind} ran past {timeout} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if not lines:
-        return {"status": "error", "error": f"worker {kind} exited {proc.returncode}: "
-                                            f"{(proc.stderr or proc.stdout)[-1500:]}"}
-    return json.loads(lines[-1][len(RESULT):])
+        return {
+            "status": "error",
+            "error": f"worker {kind} exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}",
+        }
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 def worker_unsloth(a: argparse.Namespace) -> dict[str, Any]:
     import unsloth  # noqa: F401 (first: it patches transformers and peft)
     from unsloth import FastLanguageModel
 
-    model, _tok = FastLanguageModel.from_pretrained(a.folder, dtype=torch.bfloat16, load_in_4bit=False,
-                                                    max_seq_length=a.seq)
-    model = FastLanguageModel.get_peft_model(model, r=8, lora_alpha=16, lora_dropout=0.0,
-                                             target_modules=TARGETS, bias="none", random_state=0,
-                                             use_gradient_checkpointing="unsloth")
+    model, _tok = FastLanguageModel.from_pretrained(
+        a.folder, dtype=torch.bfloat16, load_in_4bit=False, max_seq_length=a.seq
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        target_modules=TARGETS,
+        bias="none",
+        random_state=0,
+        use_gradient_checkpointing="unsloth",
+    )
     data = batches(a.warmup + a.steps, a.batch, a.seq, a.vocab, "cuda")
     return train_steps(model, data, sft_loss, a.warmup)
 
@@ -376,8 +461,7 @@ def worker_vllm(a: argparse.Namespace) -> dict[str, Any]:
     reference = json.loads(Path(a.reference).read_text())
     prompts = [{"prompt_token_ids": ids} for ids in reference["prompts"]]
     llm = LLM(model=a.folder, dtype="bfloat16", gpu_memory_utilization=0.6, seed=0)
-    params = SamplingParams(temperature=0.0, max_tokens=a.new_tokens, min_tokens=a.new_tokens,
-                            ignore_eos=True)
+    params = SamplingParams(temperature=0.0, max_tokens=a.new_tokens, min_tokens=a.new_tokens, ignore_eos=True)
     llm.generate(prompts[:1], params, use_tqdm=False)  # warm-up
     t = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
@@ -390,11 +474,16 @@ def worker_vllm(a: argparse.Namespace) -> dict[str, Any]:
             same += 1
         else:
             firsts.append(next((i for i, (x, y) in enumerate(zip(hf, vl)) if x != y), min(len(hf), len(vl))))
-    return {"prompts": len(prompts), "wall_s": wall, "tokens_per_s": produced / wall,
-            "greedy_agreement_with_hf": {"exact_match_rate": same / len(got),
-                                         "mean_first_divergence_token": (sum(firsts) / len(firsts)
-                                                                         if firsts else None),
-                                         "earliest_divergence_token": min(firsts) if firsts else None}}
+    return {
+        "prompts": len(prompts),
+        "wall_s": wall,
+        "tokens_per_s": produced / wall,
+        "greedy_agreement_with_hf": {
+            "exact_match_rate": same / len(got),
+            "mean_first_divergence_token": (sum(firsts) / len(firsts) if firsts else None),
+            "earliest_divergence_token": min(firsts) if firsts else None,
+        },
+    }
 
 
 # --------------------------------------------------------------------------- one model
@@ -406,8 +495,13 @@ def bench_model(name: str, a: argparse.Namespace, device: str, cuda: bool) -> di
     dtype = torch.bfloat16 if cuda else torch.float32
     dtype_name = "bfloat16" if cuda else "float32"
     path = a.model_135m if name == "135m" else None
-    out: dict[str, Any] = {"shape": shape, "weights": path or "random init (same shapes)",
-                           "batch": batch, "seq_len": seq, "dtype": dtype_name}
+    out: dict[str, Any] = {
+        "shape": shape,
+        "weights": path or "random init (same shapes)",
+        "batch": batch,
+        "seq_len": seq,
+        "dtype": dtype_name,
+    }
     t = time.perf_counter()
     model = build_model(shape, path, device, dtype)
     out["build_s"] = time.perf_counter() - t
@@ -430,13 +524,15 @@ def bench_model(name: str, a: argparse.Namespace, device: str, cuda: bool) -> di
     hf_base = measure(generate_rate, model, prompts, a.gen_new_tokens)
     reference = hf_base.pop("outputs", None)
     out["generate_hf_base"] = hf_base
-    out["generate_ussafety"] = measure(ussafety_generate_rate, model, a.gen_batch * a.gen_batches,
-                                       a.gen_prompt_tokens, a.gen_new_tokens, a.gen_batch)
+    out["generate_ussafety"] = measure(
+        ussafety_generate_rate, model, a.gen_batch * a.gen_batches, a.gen_prompt_tokens, a.gen_new_tokens, a.gen_batch
+    )
 
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                  target_modules=TARGETS, task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    )
     out["lora_params"] = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     for method in ("sft", "der", "ewc"):
         key = f"train_peft_{method}"
@@ -445,8 +541,9 @@ def bench_model(name: str, a: argparse.Namespace, device: str, cuda: bool) -> di
     base = peft_model.get_base_model()
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     out["train_peft_sft_ckpt"] = measure(train_steps, peft_model, data, sft_loss, a.warmup)
-    out["train_peft_sft_ckpt"]["estimate"] = measure(estimate_step, shape, batch, seq, "sft", True,
-                                                     dtype_name, out["train_peft_sft_ckpt"])
+    out["train_peft_sft_ckpt"]["estimate"] = measure(
+        estimate_step, shape, batch, seq, "sft", True, dtype_name, out["train_peft_sft_ckpt"]
+    )
     base.gradient_checkpointing_disable()
     gen_lora = measure(generate_rate, peft_model, prompts, a.gen_new_tokens)
     gen_lora.pop("outputs", None)
@@ -458,19 +555,36 @@ def bench_model(name: str, a: argparse.Namespace, device: str, cuda: bool) -> di
         if sft.get("status") == other.get("status") == "ok":
             out[f"{method}_vs_sft"] = {
                 "step_time_ratio": other["step_s"] / sft["step_s"],
-                "extra_peak_bytes": (other["peak_bytes"] - sft["peak_bytes"]
-                                     if sft["peak_bytes"] is not None else None)}
+                "extra_peak_bytes": (
+                    other["peak_bytes"] - sft["peak_bytes"] if sft["peak_bytes"] is not None else None
+                ),
+            }
     del peft_model, base, model, data
     free_memory()
 
-    worker_args = ["--folder", str(folder), "--batch", str(batch), "--seq", str(seq),
-                   "--steps", str(a.steps), "--warmup", str(a.warmup), "--vocab", str(vocab)]
-    out["train_unsloth_sft"] = (unavailable("unsloth", cuda)
-                                or ({"status": "skipped"} if "unsloth" in a.skip else None)
-                                or run_worker("unsloth", worker_args, a.worker_timeout))
+    worker_args = [
+        "--folder",
+        str(folder),
+        "--batch",
+        str(batch),
+        "--seq",
+        str(seq),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--vocab",
+        str(vocab),
+    ]
+    out["train_unsloth_sft"] = (
+        unavailable("unsloth", cuda)
+        or ({"status": "skipped"} if "unsloth" in a.skip else None)
+        or run_worker("unsloth", worker_args, a.worker_timeout)
+    )
     if out["train_unsloth_sft"].get("status") == "ok":
-        out["train_unsloth_sft"]["estimate"] = measure(estimate_step, shape, batch, seq, "sft", True,
-                                                       dtype_name, out["train_unsloth_sft"])
+        out["train_unsloth_sft"]["estimate"] = measure(
+            estimate_step, shape, batch, seq, "sft", True, dtype_name, out["train_unsloth_sft"]
+        )
         if sft.get("status") == "ok":
             out["unsloth_speedup"] = sft["step_s"] / out["train_unsloth_sft"]["step_s"]
     vllm = unavailable("vllm", cuda) or ({"status": "skipped"} if "vllm" in a.skip else None)
@@ -479,11 +593,19 @@ def bench_model(name: str, a: argparse.Namespace, device: str, cuda: bool) -> di
             vllm = {"status": "error", "error": "no HF reference outputs to compare with"}
         else:
             ref_file = Path(a.work_dir) / f"{name}-hf-reference.json"
-            ref_file.write_text(json.dumps({"prompts": [row for b in prompts for row in b.tolist()],
-                                            "outputs": [row for b in reference for row in b]}))
-            vllm = run_worker("vllm", worker_args + ["--reference", str(ref_file),
-                                                     "--new-tokens", str(a.gen_new_tokens)],
-                              a.worker_timeout)
+            ref_file.write_text(
+                json.dumps(
+                    {
+                        "prompts": [row for b in prompts for row in b.tolist()],
+                        "outputs": [row for b in reference for row in b],
+                    }
+                )
+            )
+            vllm = run_worker(
+                "vllm",
+                worker_args + ["--reference", str(ref_file), "--new-tokens", str(a.gen_new_tokens)],
+                a.worker_timeout,
+            )
     out["generate_vllm"] = vllm
     if vllm.get("status") == "ok" and hf_base.get("status") == "ok":
         out["vllm_speedup"] = vllm["tokens_per_s"] / hf_base["tokens_per_s"]
@@ -495,10 +617,13 @@ def bench_model(name: str, a: argparse.Namespace, device: str, cuda: bool) -> di
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", help=f"result JSON (default {DEFAULT_OUT.relative_to(ROOT)}; "
-                                 "--cpu-dry-run writes only where --out says)")
-    p.add_argument("--cpu-dry-run", action="store_true",
-                   help="a tiny random model on the CPU, to prove the script runs (seconds)")
+    p.add_argument(
+        "--out",
+        help=f"result JSON (default {DEFAULT_OUT.relative_to(ROOT)}; --cpu-dry-run writes only where --out says)",
+    )
+    p.add_argument(
+        "--cpu-dry-run", action="store_true", help="a tiny random model on the CPU, to prove the script runs (seconds)"
+    )
     p.add_argument("--models", default="135m,7b", help="comma-separated: 135m, 7b")
     p.add_argument("--model-135m", help="a local folder with the real SmolLM2-135M (default: random weights)")
     p.add_argument("--steps", type=int, default=6, help="timed optimizer steps per measurement")
@@ -540,9 +665,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         raise SystemExit("no CUDA GPU is visible: run on a GPU machine, or use --cpu-dry-run")
     device = "cuda" if cuda else "cpu"
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"environment": environment(), "versions": versions(),
-                              "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(a).items()},
-                              "dry_run": a.cpu_dry_run}
+    result: dict[str, Any] = {
+        "environment": environment(),
+        "versions": versions(),
+        "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(a).items()},
+        "dry_run": a.cpu_dry_run,
+    }
     result["matmul"] = measure(matmul_rate, device, torch.bfloat16 if cuda else torch.float32, a.matmul_n)
     with tempfile.TemporaryDirectory(prefix="ussafety-gpu-") as tmp:
         a.work_dir = a.work_dir or tmp

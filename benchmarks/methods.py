@@ -152,8 +152,9 @@ class PeakMemory:
 # ---------------------------------------------------------------- one method (worker process)
 
 
-def method_config(method: str, params_dir: Path, model: str | None, max_length: int | None,
-                  batch: int | None) -> RunConfig:
+def method_config(
+    method: str, params_dir: Path, model: str | None, max_length: int | None, batch: int | None
+) -> RunConfig:
     """The study's config of ``method`` (its params file, else the default poisoned file
     with the method swapped in), with the benchmark's model and sizes."""
     path = params_dir / f"{method}.yaml"
@@ -205,8 +206,7 @@ def fixed_batches(cfg: RunConfig, n_batches: int) -> tuple[list[Any], list[Any]]
 def tokens(tokenizer: Any, rows: list[Any], max_length: int) -> tuple[int, int]:
     """(tokens, response tokens) of ``rows`` as the trainer encodes them."""
     enc = [encode_train(tokenizer, r, max_length) for r in rows]
-    return (sum(len(e["input_ids"]) for e in enc),
-            sum(sum(1 for t in e["labels"] if t != -100) for e in enc))
+    return (sum(len(e["input_ids"]) for e in enc), sum(sum(1 for t in e["labels"] if t != -100) for e in enc))
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -227,9 +227,16 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         n_steps = 1 + args.steps
         rows, all_rows = fixed_batches(cfg, n_steps)
         safety = load(cfg.method.safety_set, limit=cfg.method.n_safety, seed=cfg.seed + 1)
-        ctx = TrainContext(tokenizer=tok, max_length=cfg.train.max_length, batch_size=cfg.train.batch_size,
-                           safety_data=safety, user_data=all_rows, aligned_dir=None,
-                           instruct_dir=instruct_dir, seed=cfg.seed)
+        ctx = TrainContext(
+            tokenizer=tok,
+            max_length=cfg.train.max_length,
+            batch_size=cfg.train.batch_size,
+            safety_data=safety,
+            user_data=all_rows,
+            aligned_dir=None,
+            instruct_dir=instruct_dir,
+            seed=cfg.seed,
+        )
         per_epoch = -(-len(all_rows) // (cfg.train.batch_size * cfg.train.grad_accum))
         ctx.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else int(per_epoch * cfg.train.epochs)
         method = make_method(cfg.method.name, cfg.method.params)
@@ -271,10 +278,16 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         targs.max_steps = n_steps
         targs.train_sampling_strategy = "sequential"
         targs.disable_tqdm = True
-        targs.logging_steps = 10 ** 6
-        trainer = MethodTrainer(model=model, args=targs, train_dataset=data,
-                                data_collator=Collator(tok.pad_token_id), hooks=[method], ctx=ctx,
-                                callbacks=[_HookCallback([method], ctx), Timer()])
+        targs.logging_steps = 10**6
+        trainer = MethodTrainer(
+            model=model,
+            args=targs,
+            train_dataset=data,
+            data_collator=Collator(tok.pad_token_id),
+            hooks=[method],
+            ctx=ctx,
+            callbacks=[_HookCallback([method], ctx), Timer()],
+        )
         trainer.train()
         model.eval()
         start = time.perf_counter()
@@ -290,27 +303,43 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         weights = {"align": fields["align_steps"], "user": fields["user_steps"]}
         schedule = {str(s): statistics.median(v) for s, v in by_state.items()}
         step_s = sum(weights[s] * schedule[s] for s in schedule) / sum(weights.values())
-    user_tok, user_resp = tokens(tok, rows[cfg.train.batch_size:], cfg.train.max_length)
+    user_tok, user_resp = tokens(tok, rows[cfg.train.batch_size :], cfg.train.max_length)
     safety_tok, safety_resp = tokens(tok, safety, cfg.train.max_length)
     all_tok, _ = tokens(tok, all_rows, cfg.train.max_length)
     extra_tok, _ = tokens(tok, extra, cfg.train.max_length) if extra else (0, 0)
-    return {"method": cfg.method.name, "params": cfg.method.params, "base": base,
-            "device": "cuda" if memory.cuda else "cpu", "threads": torch.get_num_threads(),
-            "prepare_s": prepare_s, "warmup_step_s": times[0], "step_times_s": timed,
-            "step_mean_s": sum(timed) / len(timed),
-            "step_states": timed_states if any(timed_states) else None,
-            "step_s_by_state": schedule, "step_s": step_s, "finalize_s": finalize_s,
-            "memory_measure": memory.how, "base_mb": base_mb, "prepare_peak_mb": prepare_peak_mb,
-            "peak_mb": peak["mb"], "peak_extra_mb": peak["mb"] - base_mb,
-            "timed_user_tokens": user_tok, "timed_user_response_tokens": user_resp,
-            "user_tokens_per_row": user_tok / len(rows[cfg.train.batch_size:]),
-            "user_response_tokens_per_row": user_resp / len(rows[cfg.train.batch_size:]),
-            "safety_tokens_per_row": safety_tok / len(safety),
-            "safety_response_tokens_per_row": safety_resp / len(safety),
-            "extra_rows": len(extra), "data_tokens_ratio": (all_tok + extra_tok) / all_tok,
-            "run_steps": ctx.total_steps,
-            "batch_size": cfg.train.batch_size, "max_length": cfg.train.max_length,
-            "model": cfg.model.name, "lora": {"r": cfg.train.lora.r, "targets": cfg.train.lora.target_modules}}
+    return {
+        "method": cfg.method.name,
+        "params": cfg.method.params,
+        "base": base,
+        "device": "cuda" if memory.cuda else "cpu",
+        "threads": torch.get_num_threads(),
+        "prepare_s": prepare_s,
+        "warmup_step_s": times[0],
+        "step_times_s": timed,
+        "step_mean_s": sum(timed) / len(timed),
+        "step_states": timed_states if any(timed_states) else None,
+        "step_s_by_state": schedule,
+        "step_s": step_s,
+        "finalize_s": finalize_s,
+        "memory_measure": memory.how,
+        "base_mb": base_mb,
+        "prepare_peak_mb": prepare_peak_mb,
+        "peak_mb": peak["mb"],
+        "peak_extra_mb": peak["mb"] - base_mb,
+        "timed_user_tokens": user_tok,
+        "timed_user_response_tokens": user_resp,
+        "user_tokens_per_row": user_tok / len(rows[cfg.train.batch_size :]),
+        "user_response_tokens_per_row": user_resp / len(rows[cfg.train.batch_size :]),
+        "safety_tokens_per_row": safety_tok / len(safety),
+        "safety_response_tokens_per_row": safety_resp / len(safety),
+        "extra_rows": len(extra),
+        "data_tokens_ratio": (all_tok + extra_tok) / all_tok,
+        "run_steps": ctx.total_steps,
+        "batch_size": cfg.train.batch_size,
+        "max_length": cfg.train.max_length,
+        "model": cfg.model.name,
+        "lora": {"r": cfg.train.lora.r, "targets": cfg.train.lora.target_modules},
+    }
 
 
 # ---------------------------------------------------------------- all methods (parent)
@@ -325,16 +354,20 @@ def load_average() -> list[float] | None:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     if hasattr(os, "sched_getaffinity"):
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
         with open("/proc/meminfo", encoding="utf-8") as fh:
-            info["memory_gb"] = round(int(fh.readline().split()[1]) / 1024 ** 2, 1)
+            info["memory_gb"] = round(int(fh.readline().split()[1]) / 1024**2, 1)
     except OSError:
         pass
     if torch.cuda.is_available():
@@ -346,8 +379,18 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one method in a fresh subprocess and return its measurements."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--worker-out", str(out),
-               "--steps", str(args.steps), "--params-dir", str(args.params_dir)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            method,
+            "--worker-out",
+            str(out),
+            "--steps",
+            str(args.steps),
+            "--params-dir",
+            str(args.params_dir),
+        ]
         for flag, value in (("--model", args.model), ("--max-length", args.max_length), ("--batch", args.batch)):
             if value:
                 cmd += [flag, str(value)]
@@ -357,8 +400,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
-def compare(results: dict[str, dict[str, Any]],
-            sft_again: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def compare(results: dict[str, dict[str, Any]], sft_again: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Ratios to SFT (the mean of its two measurements when there are two) and the
     issue's targets for each method."""
     sft = dict(results["sft"])
@@ -375,29 +417,40 @@ def compare(results: dict[str, dict[str, Any]],
         if r.get("run_steps") and "prepare_s" in r and "prepare_s" in sft:
             n = r["run_steps"]
             amortized = (r["prepare_s"] + n * r["step_s"]) / (sft["prepare_s"] + n * sft["step_s"])
-        out[name] = {"step_time_ratio": step, "peak_memory_ratio": mem, "peak_extra_memory_ratio": extra,
-                     "amortized_ratio": amortized, "target": target,
-                     "step_time_met": None if target is None else step <= target,
-                     "peak_memory_met": None if target is None else mem <= target}
+        out[name] = {
+            "step_time_ratio": step,
+            "peak_memory_ratio": mem,
+            "peak_extra_memory_ratio": extra,
+            "amortized_ratio": amortized,
+            "target": target,
+            "step_time_met": None if target is None else step <= target,
+            "peak_memory_met": None if target is None else mem <= target,
+        }
     return out
 
 
 def table(results: dict[str, dict[str, Any]], ratios: dict[str, dict[str, Any]]) -> str:
-    head = (f"{'method':16} {'prepare_s':>9} {'step_s':>8} {'step x':>7} {'run x':>6} {'peak_MB':>8} "
-            f"{'mem x':>6} {'extra_MB':>8} {'extra x':>7} {'finalize_s':>10}  target")
+    head = (
+        f"{'method':16} {'prepare_s':>9} {'step_s':>8} {'step x':>7} {'run x':>6} {'peak_MB':>8} "
+        f"{'mem x':>6} {'extra_MB':>8} {'extra x':>7} {'finalize_s':>10}  target"
+    )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         q = ratios[name]
         if q["target"] is None:
             verdict = ""
         else:
-            verdict = (f"<= {q['target']:.2f}x: step {'met' if q['step_time_met'] else 'NOT met'}, "
-                       f"memory {'met' if q['peak_memory_met'] else 'NOT met'}")
+            verdict = (
+                f"<= {q['target']:.2f}x: step {'met' if q['step_time_met'] else 'NOT met'}, "
+                f"memory {'met' if q['peak_memory_met'] else 'NOT met'}"
+            )
         run = q.get("amortized_ratio")
-        lines.append(f"{name:16} {r['prepare_s']:9.2f} {r['step_s']:8.3f} {q['step_time_ratio']:7.2f} "
-                     f"{'' if run is None else f'{run:.2f}':>6} "
-                     f"{r['peak_mb']:8.0f} {q['peak_memory_ratio']:6.2f} {r['peak_extra_mb']:8.0f} "
-                     f"{q['peak_extra_memory_ratio']:7.2f} {r['finalize_s']:10.2f}  {verdict}")
+        lines.append(
+            f"{name:16} {r['prepare_s']:9.2f} {r['step_s']:8.3f} {q['step_time_ratio']:7.2f} "
+            f"{'' if run is None else f'{run:.2f}':>6} "
+            f"{r['peak_mb']:8.0f} {q['peak_memory_ratio']:6.2f} {r['peak_extra_mb']:8.0f} "
+            f"{q['peak_extra_memory_ratio']:7.2f} {r['finalize_s']:10.2f}  {verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -411,8 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="train.batch_size (default: the study's, 8)")
     parser.add_argument("--methods", help="comma-separated (default: every method); sft is always measured")
     parser.add_argument("--params-dir", default=str(PARAMS_DIR), help="the methods' params files")
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "paper_outputs" / "benchmarks" / "methods.json"),
-                        help="result JSON (default paper_outputs/benchmarks/methods.json)")
+    parser.add_argument(
+        "--out",
+        default=str(PROJECT_ROOT / "paper_outputs" / "benchmarks" / "methods.json"),
+        help="result JSON (default paper_outputs/benchmarks/methods.json)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -436,20 +492,41 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, ratios))
     drift = sft_again["step_s"] / results["sft"]["step_s"] if sft_again else None
     if drift is not None:
-        print(f"sft step time, last / first measurement: {drift:.2f} "
-              "(far from 1: the machine's speed changed; rerun when it is idle)")
+        print(
+            f"sft step time, last / first measurement: {drift:.2f} "
+            "(far from 1: the machine's speed changed; rerun when it is idle)"
+        )
     first = results["sft"]
-    report = {"what": "training step time and peak memory per method relative to SFT, same batches "
-                      "(see benchmarks/methods.py)",
-              "targets": TARGETS, "args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
-              "setup": {k: first[k] for k in ("model", "base", "device", "threads", "batch_size",
-                                              "max_length", "lora", "memory_measure", "user_tokens_per_row",
-                                              "user_response_tokens_per_row", "safety_tokens_per_row",
-                                              "safety_response_tokens_per_row")},
-              "results": results, "sft_again": sft_again, "sft_step_drift": drift,
-              "ratios": ratios, "machine": {**machine(), "load_average_start": load_start,
-                                            "load_average_end": load_average()},
-              "versions": package_versions(), "git": git_state()}
+    report = {
+        "what": "training step time and peak memory per method relative to SFT, same batches "
+        "(see benchmarks/methods.py)",
+        "targets": TARGETS,
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
+        "setup": {
+            k: first[k]
+            for k in (
+                "model",
+                "base",
+                "device",
+                "threads",
+                "batch_size",
+                "max_length",
+                "lora",
+                "memory_measure",
+                "user_tokens_per_row",
+                "user_response_tokens_per_row",
+                "safety_tokens_per_row",
+                "safety_response_tokens_per_row",
+            )
+        },
+        "results": results,
+        "sft_again": sft_again,
+        "sft_step_drift": drift,
+        "ratios": ratios,
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": load_average()},
+        "versions": package_versions(),
+        "git": git_state(),
+    }
     write_json_atomic(Path(args.out), report)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

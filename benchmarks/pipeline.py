@@ -56,8 +56,7 @@ def plain_rows(tokenizer, examples, max_length):
     rows = []
     for ex in examples:
         text = tokenizer.apply_chat_template(ex.messages(), tokenize=False)
-        enc = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length,
-                        padding="max_length")
+        enc = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length, padding="max_length")
         labels = [t if m else -100 for t, m in zip(enc["input_ids"], enc["attention_mask"])]
         rows.append({"input_ids": enc["input_ids"], "labels": labels})
     return rows
@@ -65,8 +64,7 @@ def plain_rows(tokenizer, examples, max_length):
 
 def bench_training(model_cfg: ModelConfig, steps: int, batch: int, max_length: int) -> dict:
     rows = load("sst2", split="train", limit=steps * batch, seed=0)
-    cfg = TrainConfig(lora=LoraConfig(r=8, alpha=16), batch_size=batch, max_steps=steps,
-                      max_length=max_length, lr=1e-4)
+    cfg = TrainConfig(lora=LoraConfig(r=8, alpha=16), batch_size=batch, max_steps=steps, max_length=max_length, lr=1e-4)
     peak = matmul_peak()
     out = {"matmul_peak_gflops": peak / 1e9}
 
@@ -77,8 +75,12 @@ def bench_training(model_cfg: ModelConfig, steps: int, batch: int, max_length: i
     res = fine_tune(model, lm.tokenizer, rows, cfg, [make_method("sft")], ctx)
     padded = sum(data.lengths)  # upper bound on processed tokens with dynamic padding
     flops = model_flops(model, padded, data.response_tokens())
-    out["ours"] = {"wall_s": res.wall_s, "response_tok_s": data.response_tokens() / res.wall_s,
-                   "tok_s": padded / res.wall_s, "flops_frac_of_peak": flops / res.wall_s / peak}
+    out["ours"] = {
+        "wall_s": res.wall_s,
+        "response_tok_s": data.response_tokens() / res.wall_s,
+        "tok_s": padded / res.wall_s,
+        "flops_frac_of_peak": flops / res.wall_s / peak,
+    }
 
     lm = load_model(model_cfg)
     model = add_lora(lm, cfg.lora)
@@ -86,15 +88,20 @@ def bench_training(model_cfg: ModelConfig, steps: int, batch: int, max_length: i
     with tempfile.TemporaryDirectory() as tmp:
         args = training_args(cfg, 0, tmp, len(plain))
         args.train_sampling_strategy = "random"
-        trainer = Trainer(model=model, args=args, train_dataset=plain,
-                          data_collator=Collator(lm.tokenizer.pad_token_id))
+        trainer = Trainer(
+            model=model, args=args, train_dataset=plain, data_collator=Collator(lm.tokenizer.pad_token_id)
+        )
         t = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - t
     n_tok = len(plain) * max_length
     flops = model_flops(model, n_tok, n_tok)
-    out["plain_trainer_peft"] = {"wall_s": wall, "response_tok_s": data.response_tokens() / wall,
-                                 "tok_s": n_tok / wall, "flops_frac_of_peak": flops / wall / peak}
+    out["plain_trainer_peft"] = {
+        "wall_s": wall,
+        "response_tok_s": data.response_tokens() / wall,
+        "tok_s": n_tok / wall,
+        "flops_frac_of_peak": flops / wall / peak,
+    }
     out["speedup_rows_per_s"] = wall / res.wall_s
     return out
 
@@ -105,8 +112,7 @@ def bench_generation(model_cfg: ModelConfig, n: int, new_tokens: int, batches: l
     lm = load_model(model_cfg)
     prompts = [prompt_text(lm.tokenizer, ex) for ex in load("advbench", limit=n, seed=0)]
     t = time.perf_counter()
-    single = [generate(lm.model, lm.tokenizer, [p], max_new_tokens=new_tokens, batch_size=1)[0]
-              for p in prompts]
+    single = [generate(lm.model, lm.tokenizer, [p], max_new_tokens=new_tokens, batch_size=1)[0] for p in prompts]
     t_single = time.perf_counter() - t
     out = {"prompts": n, "new_tokens": new_tokens, "one_at_a_time_s": t_single, "by_batch": {}}
     for batch in batches:
@@ -114,8 +120,10 @@ def bench_generation(model_cfg: ModelConfig, n: int, new_tokens: int, batches: l
         batched = generate(lm.model, lm.tokenizer, prompts, max_new_tokens=new_tokens, batch_size=batch)
         t_batched = time.perf_counter() - t
         out["by_batch"][str(batch)] = {
-            "batched_s": t_batched, "speedup": t_single / t_batched,
-            "same_outputs": sum(a == b for a, b in zip(batched, single)) / n}
+            "batched_s": t_batched,
+            "speedup": t_single / t_batched,
+            "same_outputs": sum(a == b for a, b in zip(batched, single)) / n,
+        }
     best = max(out["by_batch"].items(), key=lambda kv: kv[1]["speedup"])
     out["best_batch"], out["speedup"] = int(best[0]), best[1]["speedup"]
     return out
@@ -129,19 +137,29 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--gen-prompts", type=int, default=0)
     parser.add_argument("--gen-tokens", type=int, default=32)
-    parser.add_argument("--gen-batches", default="16,32,64",
-                        help="comma-separated batch sizes; prompts = the largest unless --gen-prompts")
+    parser.add_argument(
+        "--gen-batches",
+        default="16,32,64",
+        help="comma-separated batch sizes; prompts = the largest unless --gen-prompts",
+    )
     parser.add_argument("--skip-training", action="store_true", help="only the generation benchmark")
-    parser.add_argument("--out", help="also write the result JSON to this file (a folder gets pipeline.json), "
-                        "e.g. paper_outputs/benchmarks/pipeline.json")
+    parser.add_argument(
+        "--out",
+        help="also write the result JSON to this file (a folder gets pipeline.json), "
+        "e.g. paper_outputs/benchmarks/pipeline.json",
+    )
     args = parser.parse_args()
     cfg = ModelConfig(name=args.model)
     batches = [int(b) for b in args.gen_batches.split(",")]
     training = None if args.skip_training else bench_training(cfg, args.steps, args.batch, args.max_length)
-    result = {"training": training,
-              "generation": bench_generation(cfg, args.gen_prompts or max(batches), args.gen_tokens, batches),
-              "threads": torch.get_num_threads(), "args": vars(args),
-              "versions": package_versions(), "git": git_state()}
+    result = {
+        "training": training,
+        "generation": bench_generation(cfg, args.gen_prompts or max(batches), args.gen_tokens, batches),
+        "threads": torch.get_num_threads(),
+        "args": vars(args),
+        "versions": package_versions(),
+        "git": git_state(),
+    }
     print(json.dumps(result, indent=1))
     if args.out:
         out = Path(args.out)

@@ -19,7 +19,7 @@ GITHUB_REPO = "ussafety/ussafety"
 """``owner/name`` of the public repository the Colab badges and the set-up cell point at."""
 ORDER = ("benign", "poisoned", "ablations", "merging", "analysis")
 
-SETUP = '''\
+SETUP = """\
 # Set-up: a no-op where ussafety is installed. On Colab (or a fresh machine) it clones the
 # repository and installs it (with Unsloth when a CUDA GPU is present).
 import os, shutil, subprocess, sys
@@ -37,112 +37,146 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 from ussafety.study import compare, conditions, cost, formatting, outputs, plots, scorecard, grid as study
 AUTO_PRESET = study.default_preset()  # "paper" with a CUDA GPU, else "cpu"
-print("ussafety", ussafety.__file__, "| preset when none is given:", AUTO_PRESET)'''
+print("ussafety", ussafety.__file__, "| preset when none is given:", AUTO_PRESET)"""
 
-PARAMETERS = '''\
+PARAMETERS = """\
 preset = None     # None: AUTO_PRESET ("paper" with a GPU, else "cpu"); or "smoke", "cpu-full", "paper"
 runs_dir = None   # folder of run records (None: $USSAFETY_RUNS or ./runs)
 out_dir = None    # analysis outputs (None: paper_outputs/ for cpu, paper_outputs/<preset>/ otherwise)
 run_grid = True   # False: only show what the records already hold
-export_records = None  # analysis: copy the records used into out_dir/records (None: when at most 200)'''
+export_records = None  # analysis: copy the records used into out_dir/records (None: when at most 200)"""
 
-RESOLVE = '''\
+RESOLVE = """\
 preset = preset or AUTO_PRESET
 root = Path(runs_dir) if runs_dir else None
-print(f"preset {preset}:", study.load_study(preset).description)'''
+print(f"preset {preset}:", study.load_study(preset).description)"""
 
-GRID_PLAN = '''\
+GRID_PLAN = """\
 # What this grid runs, and what is left (estimated from finished records' timings).
 plan = cost.estimate_cost(study.expand(preset, GRID), root=root)
 print(cost.cost_summary(plan))
-plan[["run_id", "status", "est_s", "recorded_s", "basis"]]'''
+plan[["run_id", "status", "est_s", "recorded_s", "basis"]]"""
 
-GRID_RUN = '''\
+GRID_RUN = """\
 # Runs every run without a record (finished runs are skipped, so a re-run resumes).
 if run_grid:
-    study.run_grid(preset, GRID, root=root)'''
+    study.run_grid(preset, GRID, root=root)"""
 
-GRID_TABLE = '''\
+GRID_TABLE = """\
 data = conditions.load_study_data(preset, root, grids=[GRID])
 table = compare.condition_table(data, grids=[GRID])
-formatting.display_conditions(table)'''
+formatting.display_conditions(table)"""
 
-SIGNIFICANCE = '''\
+SIGNIFICANCE = """\
 sig = compare.significance_table(data, grids=[GRID])
-formatting.display_significance(sig)'''
+formatting.display_significance(sig)"""
 
 INTRO = {
-    "benign": ("Benign fine-tuning",
-               "The base models before fine-tuning and plain SFT on clean customer data: how much "
-               "safety does ordinary fine-tuning erode? The paired test of SFT against the base "
-               "is the scorecard's first claim."),
-    "poisoned": ("Poisoned fine-tuning and the continual-learning methods",
-                 "The customer upload poisoned with harmful (prompt, response) pairs at ratio p; plain "
-                 "SFT against the continual-learning methods and safety baselines on the same data, "
-                 "each tested against SFT on the same prompts (McNemar and paired bootstrap, Holm)."),
-    "ablations": ("Ablations",
-                  "One setting at a time: EWC lambda on a log scale, DER alpha / beta and buffer size, "
-                  "merge t, poison ratio, number of training rows (the curves the preset's study "
-                  "defines; the cpu preset keeps only the poison ratio)."),
-    "merging": ("Model merging",
-                "Merging the fine-tuned weights back towards the aligned model (linear / WiSE-FT, "
-                "SLERP, task arithmetic, TIES, MagMax, EMA), against plain SFT."),
-    "analysis": ("Analysis: tables, significance tests, figures and the scorecard",
-                 "Reads the records of every run of the preset's study and writes `paper_outputs/`: "
-                 "tables (CSV, Markdown, LaTeX) of ASR, over-refusal and task score with 95% "
-                 "intervals, every method against SFT (exact McNemar and paired bootstrap, "
-                 "Holm-corrected), the figures (PNG, PDF) and `scorecard.md`, which tests each of "
-                 "the reference paper's claims."),
+    "benign": (
+        "Benign fine-tuning",
+        "The base models before fine-tuning and plain SFT on clean customer data: how much "
+        "safety does ordinary fine-tuning erode? The paired test of SFT against the base "
+        "is the scorecard's first claim.",
+    ),
+    "poisoned": (
+        "Poisoned fine-tuning and the continual-learning methods",
+        "The customer upload poisoned with harmful (prompt, response) pairs at ratio p; plain "
+        "SFT against the continual-learning methods and safety baselines on the same data, "
+        "each tested against SFT on the same prompts (McNemar and paired bootstrap, Holm).",
+    ),
+    "ablations": (
+        "Ablations",
+        "One setting at a time: EWC lambda on a log scale, DER alpha / beta and buffer size, "
+        "merge t, poison ratio, number of training rows (the curves the preset's study "
+        "defines; the cpu preset keeps only the poison ratio).",
+    ),
+    "merging": (
+        "Model merging",
+        "Merging the fine-tuned weights back towards the aligned model (linear / WiSE-FT, "
+        "SLERP, task arithmetic, TIES, MagMax, EMA), against plain SFT.",
+    ),
+    "analysis": (
+        "Analysis: tables, significance tests, figures and the scorecard",
+        "Reads the records of every run of the preset's study and writes `paper_outputs/`: "
+        "tables (CSV, Markdown, LaTeX) of ASR, over-refusal and task score with 95% "
+        "intervals, every method against SFT (exact McNemar and paired bootstrap, "
+        "Holm-corrected), the figures (PNG, PDF) and `scorecard.md`, which tests each of "
+        "the reference paper's claims.",
+    ),
 }
 
 
 def header(nb: str, repo: str) -> str:
     title, text = INTRO[nb]
-    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-             f"(https://colab.research.google.com/github/{repo}/blob/main/notebooks/{nb}.ipynb)")
-    return (f"{badge}\n\n# {title}\n\n{text}\n\nAll logic lives in `ussafety` (tested there); this "
-            "notebook only sets parameters and shows results. Batch run: `ussafety reproduce "
-            "--preset cpu` (papermill, resumable).")
+    badge = (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{repo}/blob/main/notebooks/{nb}.ipynb)"
+    )
+    return (
+        f"{badge}\n\n# {title}\n\n{text}\n\nAll logic lives in `ussafety` (tested there); this "
+        "notebook only sets parameters and shows results. Batch run: `ussafety reproduce "
+        "--preset cpu` (papermill, resumable)."
+    )
 
 
 def grid_body(nb: str) -> list[tuple[str, str]]:
     cells = [("code", f'GRID = "{nb}"'), ("code", GRID_PLAN), ("code", GRID_RUN), ("code", GRID_TABLE)]
     if nb == "benign":
-        cells += [("markdown", "Fine-tuning on clean data against the base it started from "
-                               "(the scorecard's first claim):"),
-                  ("code", "claims = scorecard.scorecard(data)\npd.DataFrame(claims[0].rows)"),
-                  ("code", "fig, _ = plots.method_bars(table)")]
+        cells += [
+            ("markdown", "Fine-tuning on clean data against the base it started from (the scorecard's first claim):"),
+            ("code", "claims = scorecard.scorecard(data)\npd.DataFrame(claims[0].rows)"),
+            ("code", "fig, _ = plots.method_bars(table)"),
+        ]
     elif nb in ("poisoned", "merging"):
-        cells += [("markdown", "Each method against SFT on the same prompts and seeds:"),
-                  ("code", SIGNIFICANCE),
-                  ("code", "fig, _ = plots.safety_utility(table)"),
-                  ("code", "fig, _ = plots.method_bars(table)")]
+        cells += [
+            ("markdown", "Each method against SFT on the same prompts and seeds:"),
+            ("code", SIGNIFICANCE),
+            ("code", "fig, _ = plots.safety_utility(table)"),
+            ("code", "fig, _ = plots.method_bars(table)"),
+        ]
     elif nb == "ablations":
-        cells = [("code", f'GRID = "{nb}"'), ("code", GRID_PLAN), ("code", GRID_RUN),
-                 ("code", "data = conditions.load_study_data(preset, root, grids=[GRID])\n"
-                          "abl = compare.ablation_table(data)\n"
-                          "formatting.display_ablations(abl)"),
-                 ("code", "fig, _ = plots.ablation_curves(abl)"),
-                 ("code", "fig, _ = plots.asr_vs_poison(compare.condition_table(data, grids=None))")]
+        cells = [
+            ("code", f'GRID = "{nb}"'),
+            ("code", GRID_PLAN),
+            ("code", GRID_RUN),
+            (
+                "code",
+                "data = conditions.load_study_data(preset, root, grids=[GRID])\n"
+                "abl = compare.ablation_table(data)\n"
+                "formatting.display_ablations(abl)",
+            ),
+            ("code", "fig, _ = plots.ablation_curves(abl)"),
+            ("code", "fig, _ = plots.asr_vs_poison(compare.condition_table(data, grids=None))"),
+        ]
     return cells
 
 
 ANALYSIS_BODY = [
-    ("code", "out_dir = Path(out_dir) if out_dir else outputs.default_out_dir(preset)\n"
-             "written = outputs.write_outputs(preset, out_dir, root=root, export_records=export_records)\n"
-             "print(f\"{len(written['data'].runs)} records, {len(written['data'].missing)} runs without one\")\n"
-             "for path in written['written']:\n    print(path)"),
+    (
+        "code",
+        "out_dir = Path(out_dir) if out_dir else outputs.default_out_dir(preset)\n"
+        "written = outputs.write_outputs(preset, out_dir, root=root, export_records=export_records)\n"
+        "print(f\"{len(written['data'].runs)} records, {len(written['data'].missing)} runs without one\")\n"
+        "for path in written['written']:\n    print(path)",
+    ),
     ("code", "formatting.display_conditions(written['conditions'])"),
     ("code", "formatting.display_significance(written['significance'])"),
     ("code", "display(Markdown((out_dir / 'scorecard.md').read_text()))"),
-    ("code", "for name, paths in written['figures'].items():\n"
-             "    display(Markdown(f'**{name}**'), Image(filename=str(paths[0])))"),
+    (
+        "code",
+        "for name, paths in written['figures'].items():\n"
+        "    display(Markdown(f'**{name}**'), Image(filename=str(paths[0])))",
+    ),
 ]
 
 
 def build(nb: str, repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
-    cells = [("markdown", header(nb, repo)), ("code", SETUP.format(repo=repo)), ("parameters", PARAMETERS),
-             ("code", RESOLVE)]
+    cells = [
+        ("markdown", header(nb, repo)),
+        ("code", SETUP.format(repo=repo)),
+        ("parameters", PARAMETERS),
+        ("code", RESOLVE),
+    ]
     cells += ANALYSIS_BODY if nb == "analysis" else grid_body(nb)
     out = []
     for i, (kind, source) in enumerate(cells):
@@ -151,11 +185,14 @@ def build(nb: str, repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
             cell.metadata["tags"] = ["parameters"]
         cell["id"] = f"{nb}-{i:02d}"
         out.append(cell)
-    notebook = new_notebook(cells=out, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-        "colab": {"provenance": []},
-    })
+    notebook = new_notebook(
+        cells=out,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+            "colab": {"provenance": []},
+        },
+    )
     nbformat.validate(notebook)
     return notebook
 
@@ -239,8 +276,14 @@ display(Markdown((out / "scorecard.md").read_text()))"""
 
 def build_colab(repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
     """``colab.ipynb``: install, preset by runtime, data through the fallbacks, every grid, outputs."""
-    cells = [("markdown", COLAB_INTRO.format(repo=repo)), ("code", COLAB_INSTALL.format(repo=repo)),
-             ("parameters", COLAB_PARAMETERS), ("code", COLAB_DATA), ("code", COLAB_RUN), ("code", COLAB_OUTPUTS)]
+    cells = [
+        ("markdown", COLAB_INTRO.format(repo=repo)),
+        ("code", COLAB_INSTALL.format(repo=repo)),
+        ("parameters", COLAB_PARAMETERS),
+        ("code", COLAB_DATA),
+        ("code", COLAB_RUN),
+        ("code", COLAB_OUTPUTS),
+    ]
     out = []
     for i, (kind, source) in enumerate(cells):
         cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
@@ -248,12 +291,15 @@ def build_colab(repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
             cell.metadata["tags"] = ["parameters"]
         cell["id"] = f"colab-{i:02d}"
         out.append(cell)
-    notebook = new_notebook(cells=out, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-        "colab": {"provenance": []},
-        "accelerator": "GPU",
-    })
+    notebook = new_notebook(
+        cells=out,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+            "colab": {"provenance": []},
+            "accelerator": "GPU",
+        },
+    )
     nbformat.validate(notebook)
     return notebook
 

@@ -13,8 +13,9 @@ from ussafety.methods.base import TrainContext
 from ussafety.models.loading import add_lora, tiny_random_model
 
 
-def instruct_and_aligned(tmp_path: Path, safety: list[Example], user: list[Example]
-                         ) -> tuple[Any, Any, TrainContext, dict[str, torch.Tensor]]:
+def instruct_and_aligned(
+    tmp_path: Path, safety: list[Example], user: list[Example]
+) -> tuple[Any, Any, TrainContext, dict[str, torch.Tensor]]:
     """(PEFT model on an aligned base, tokenizer, ctx, instruct state dict).
 
     The "instruct" model is saved to ``tmp_path/instruct`` (ctx.instruct_dir); the
@@ -31,6 +32,12 @@ def instruct_and_aligned(tmp_path: Path, safety: list[Example], user: list[Examp
             if name.endswith(("q_proj.weight", "v_proj.weight")):
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
     model = add_lora(aligned, LoraConfig())
-    ctx = TrainContext(tokenizer=aligned.tokenizer, max_length=64, batch_size=4, safety_data=safety,
-                       user_data=user, instruct_dir=str(tmp_path / "instruct"))
+    ctx = TrainContext(
+        tokenizer=aligned.tokenizer,
+        max_length=64,
+        batch_size=4,
+        safety_data=safety,
+        user_data=user,
+        instruct_dir=str(tmp_path / "instruct"),
+    )
     return model, aligned.tokenizer, ctx, inst_sd

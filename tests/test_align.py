@@ -25,8 +25,9 @@ def test_lookalike_rows_are_plain_help_from_the_refusal_set() -> None:
 
 def test_without_lookalikes_the_mix_is_unchanged() -> None:
     before = align.alignment_data(AlignConfig(n_refusal=8, n_helpful=4))
-    assert [e.prompt for e in before] == [e.prompt for e in align.alignment_data(
-        AlignConfig(n_refusal=8, n_helpful=4, n_lookalike=0))]
+    assert [e.prompt for e in before] == [
+        e.prompt for e in align.alignment_data(AlignConfig(n_refusal=8, n_helpful=4, n_lookalike=0))
+    ]
 
 
 def test_soft_refusals_are_recognised() -> None:
@@ -49,12 +50,25 @@ def test_first_sentence() -> None:
 
 
 def _run(**align_kw: object) -> RunConfig:
-    return RunConfig.model_validate({
-        "model": {"name": "tiny-random"}, "task": {"name": None},
-        "align": {"n_refusal": 8, "n_helpful": 4, "helpful_sets": ["alpaca_safety"],
-                  "train": {"lr": 1e-3, "epochs": 1, "batch_size": 4, "max_length": 48,
-                            "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
-                  **align_kw}})
+    return RunConfig.model_validate(
+        {
+            "model": {"name": "tiny-random"},
+            "task": {"name": None},
+            "align": {
+                "n_refusal": 8,
+                "n_helpful": 4,
+                "helpful_sets": ["alpaca_safety"],
+                "train": {
+                    "lr": 1e-3,
+                    "epochs": 1,
+                    "batch_size": 4,
+                    "max_length": 48,
+                    "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                },
+                **align_kw,
+            },
+        }
+    )
 
 
 def test_full_finetune_and_preference_stage_build_an_aligned_base(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,8 +92,12 @@ def test_full_finetune_and_preference_stage_build_an_aligned_base(monkeypatch: p
 def test_new_options_change_the_alignment_key() -> None:
     from ussafety.config import align_key
 
-    keys = {align_key(_run()), align_key(_run(full_finetune=True)), align_key(_run(n_lookalike=4)),
-            align_key(_run(pref_pairs=8))}
+    keys = {
+        align_key(_run()),
+        align_key(_run(full_finetune=True)),
+        align_key(_run(n_lookalike=4)),
+        align_key(_run(pref_pairs=8)),
+    }
     assert len(keys) == 4
 
 
@@ -89,8 +107,11 @@ def test_sweep_rows_come_from_records() -> None:
     from ussafety.records import iter_records
     from ussafety.train.align_sweep import is_sweep_record, sweep_rows, to_csv, to_markdown
 
-    recs = {r.config["align"].get("enabled", True): r for r in iter_records(Path("paper_outputs/records"))
-            if not (r.config.get("task") or {}).get("name")}
+    recs = {
+        r.config["align"].get("enabled", True): r
+        for r in iter_records(Path("paper_outputs/records"))
+        if not (r.config.get("task") or {}).get("name")
+    }
     fake = []
     for enabled, rec in recs.items():
         config = json.loads(json.dumps(rec.config))

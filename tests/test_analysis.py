@@ -38,10 +38,12 @@ def test_pairing_uses_only_shared_prompts() -> None:
 
 
 def test_condition_table_and_targets() -> None:
-    recs = {"instruct": record("i", [True] * 9 + [False], task=0.7),
-            "aligned": record("a", [False] * 10, task=0.75),
-            "sft_benign": record("b", [True] * 2 + [False] * 8),
-            "sft_poisoned_p0.1": record("p", [True] * 8 + [False] * 2)}
+    recs = {
+        "instruct": record("i", [True] * 9 + [False], task=0.7),
+        "aligned": record("a", [False] * 10, task=0.75),
+        "sft_benign": record("b", [True] * 2 + [False] * 8),
+        "sft_poisoned_p0.1": record("p", [True] * 8 + [False] * 2),
+    }
     df = condition_table(recs, "aligned")
     assert list(df.condition) == list(recs)
     assert df.asr.tolist() == [0.9, 0.0, 0.2, 0.8]
@@ -60,8 +62,11 @@ def test_condition_table_under_a_second_judge_and_holm() -> None:
     """The row reads the named judge's verdicts, not the primary one's; Holm adjusts the
     compared rows together and leaves the reference untested."""
     recs = {}
-    for name, kw, second in (("sft", [True] * 10, [True] * 10), ("a", [False] * 10, [True] * 10),
-                             ("b", [True] * 10, [False] * 10)):
+    for name, kw, second in (
+        ("sft", [True] * 10, [True] * 10),
+        ("a", [False] * 10, [True] * 10),
+        ("b", [True] * 10, [False] * 10),
+    ):
         gens = harmful_rows(kw)
         for g, h in zip(gens, second):
             g.verdicts["learned"] = g.verdicts["keyword"].model_copy(update={"harmful": h})
@@ -75,8 +80,12 @@ def test_condition_table_under_a_second_judge_and_holm() -> None:
 
 def foundation_runs(root: Path) -> dict[str, Record]:
     """The four foundation conditions saved under the run ids of today's params files."""
-    outcomes = {"instruct": [True] * 9 + [False], "aligned": [False] * 10,
-                "sft_benign": [True] * 3 + [False] * 7, "sft_poisoned_p0.1": [True] * 9 + [False]}
+    outcomes = {
+        "instruct": [True] * 9 + [False],
+        "aligned": [False] * 10,
+        "sft_benign": [True] * 3 + [False] * 7,
+        "sft_poisoned_p0.1": [True] * 9 + [False],
+    }
     out = {}
     for name in FOUNDATION:
         out[name] = record(name, outcomes[name], cfg=load_config(FOUNDATION_DIR / f"{name}.yaml"))
@@ -91,7 +100,7 @@ def test_write_phenomenon_regenerates_from_records(tmp_path: Path) -> None:
     md = write_phenomenon(out_dir=out, root=root).read_text()
     assert "- [x] aligned ASR <= 0.10: 0.000" in md
     assert (out / "phenomenon.csv").read_text().count("\n") == 5
-    home = tmp_path / "paper_outputs" / "records"   # shared with the other reports
+    home = tmp_path / "paper_outputs" / "records"  # shared with the other reports
     assert len(list(home.glob("*/record.json"))) == 4
     poisoned = saved["sft_poisoned_p0.1"].run_id
     assert f"- `sft_poisoned_p0.1`: `../records/{poisoned}/record.json` (commit `abc`)" in md

@@ -19,27 +19,28 @@ from ussafety.models.backend import (
 )
 
 
-@pytest.mark.parametrize("cuda,unsloth,expected", [
-    (True, True, "unsloth"),
-    (True, False, "peft"),
-    (False, True, "peft"),
-    (False, False, "peft"),
-])
+@pytest.mark.parametrize(
+    "cuda,unsloth,expected",
+    [
+        (True, True, "unsloth"),
+        (True, False, "peft"),
+        (False, True, "peft"),
+        (False, False, "peft"),
+    ],
+)
 def test_auto_picks_unsloth_only_with_cuda_and_the_package(cuda, unsloth, expected):
     assert choose_backend("auto", cuda=cuda, unsloth_importable=unsloth) == expected
 
 
 def test_auto_falls_back_to_peft_for_methods_that_need_base_weight_grads():
-    assert choose_backend("auto", cuda=True, unsloth_importable=True,
-                          needs_base_weight_grads=True) == "peft"
+    assert choose_backend("auto", cuda=True, unsloth_importable=True, needs_base_weight_grads=True) == "peft"
 
 
 @pytest.mark.parametrize("cuda", [True, False])
 @pytest.mark.parametrize("unsloth", [True, False])
 @pytest.mark.parametrize("needs_grads", [True, False])
 def test_peft_is_always_peft(cuda, unsloth, needs_grads):
-    assert choose_backend("peft", cuda=cuda, unsloth_importable=unsloth,
-                          needs_base_weight_grads=needs_grads) == "peft"
+    assert choose_backend("peft", cuda=cuda, unsloth_importable=unsloth, needs_base_weight_grads=needs_grads) == "peft"
 
 
 def test_unsloth_with_cuda_and_package():
@@ -81,9 +82,12 @@ def test_ewc_and_mas_really_backpropagate_into_base_weights():
     from ussafety.methods import REGISTRY, load_all
 
     load_all()
-    callers = {name for name, cls in REGISTRY.items()
-               if "weight_importance(" in inspect.getsource(sys.modules[cls.__module__])
-               and cls.__module__.rsplit(".", 1)[-1] == name}
+    callers = {
+        name
+        for name, cls in REGISTRY.items()
+        if "weight_importance(" in inspect.getsource(sys.modules[cls.__module__])
+        and cls.__module__.rsplit(".", 1)[-1] == name
+    }
     assert callers == set(backend.NEEDS_BASE_WEIGHT_GRADS)
 
 
@@ -101,8 +105,7 @@ def test_detect_reports_this_machine_without_importing_unsloth(monkeypatch):
 
 def test_detect_sees_a_package_that_find_spec_finds(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "unsloth" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "unsloth" else real(name, *a))
     assert detect().unsloth_importable is True
 
 
@@ -171,7 +174,7 @@ def test_load_model_gives_unsloth_to_sft_and_peft_to_ewc_and_mas_under_auto(tiny
     from ussafety.models.loading import load_model
 
     cfg = ModelConfig(name=tiny_folder, backend="auto", dtype="float32")
-    assert load_model(cfg).backend == "unsloth"                  # no method: trains like SFT
+    assert load_model(cfg).backend == "unsloth"  # no method: trains like SFT
     assert load_model(cfg, method="sft").backend == "unsloth"
     assert len(fake_unsloth) == 2
     for method in ("ewc", "mas"):
@@ -208,5 +211,9 @@ def test_the_paper_preset_runs_ewc_and_mas_under_auto():
     preset = Path(__file__).resolve().parents[1] / "params" / "presets" / "paper.yaml"
     requested = load_config(preset).model.backend
     for method in ("ewc", "mas", "sft"):
-        choose_backend(requested, cuda=True, unsloth_importable=True,
-                       needs_base_weight_grads=method_needs_base_weight_grads(method))
+        choose_backend(
+            requested,
+            cuda=True,
+            unsloth_importable=True,
+            needs_base_weight_grads=method_needs_base_weight_grads(method),
+        )

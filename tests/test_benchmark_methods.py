@@ -22,8 +22,12 @@ def bench_module():
 def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:
     out = tmp_path / "methods.json"
     bench = bench_module()
-    assert bench.main(["--model", "tiny-random", "--steps", "1", "--max-length", "64",
-                       "--methods", "lwf", "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            ["--model", "tiny-random", "--steps", "1", "--max-length", "64", "--methods", "lwf", "--out", str(out)]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert set(report) >= {"results", "ratios", "targets", "setup", "machine", "versions", "git", "args"}
     assert list(report["results"]) == ["sft", "lwf"]  # sft is always the reference, measured first
@@ -38,7 +42,8 @@ def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:
     run, sft = report["results"]["lwf"], report["results"]["sft"]
     assert run["run_steps"] > 0 and lwf["amortized_ratio"] == pytest.approx(
         (run["prepare_s"] + run["run_steps"] * run["step_s"])
-        / (sft["prepare_s"] + run["run_steps"] * (first + last) / 2))
+        / (sft["prepare_s"] + run["run_steps"] * (first + last) / 2)
+    )
     assert len(report["machine"]["load_average_start"]) == 3 and report["machine"]["torch_threads"] >= 1
     assert math.isfinite(lwf["peak_memory_ratio"]) and isinstance(lwf["peak_memory_met"], bool)
     assert report["git"]["commit"] and report["versions"]["torch"]
@@ -51,21 +56,24 @@ def test_methods_benchmark_writes_ratios_to_sft(tmp_path: Path, capsys) -> None:
 def test_targets_and_ratios() -> None:
     bench = bench_module()
     base = {"step_s": 2.0, "peak_mb": 1000.0, "peak_extra_mb": 100.0}
-    results = {"sft": base, "ewc": {"step_s": 2.2, "peak_mb": 1100.0, "peak_extra_mb": 200.0},
-               "agem": {"step_s": 4.6, "peak_mb": 1000.0, "peak_extra_mb": 100.0},
-               "slerp": {"step_s": 2.0, "peak_mb": 1000.0, "peak_extra_mb": 100.0}}
+    results = {
+        "sft": base,
+        "ewc": {"step_s": 2.2, "peak_mb": 1100.0, "peak_extra_mb": 200.0},
+        "agem": {"step_s": 4.6, "peak_mb": 1000.0, "peak_extra_mb": 100.0},
+        "slerp": {"step_s": 2.0, "peak_mb": 1000.0, "peak_extra_mb": 100.0},
+    }
     ratios = bench.compare(results)
     assert ratios["ewc"]["step_time_ratio"] == 1.1 and ratios["ewc"]["step_time_met"]
     assert ratios["ewc"]["peak_memory_met"] and ratios["ewc"]["peak_extra_memory_ratio"] == 2.0
     assert ratios["agem"]["target"] == 2.2 and ratios["agem"]["step_time_met"] is False
     assert ratios["slerp"]["target"] is None and ratios["slerp"]["step_time_met"] is None
-    assert ratios["ewc"]["amortized_ratio"] is None        # no prepare time or run length given
-    assert bench.TARGETS == {"l2": 1.15, "ewc": 1.15, "mas": 1.15, "lwf": 1.6, "der": 1.8,
-                             "derpp": 2.0, "agem": 2.2}
+    assert ratios["ewc"]["amortized_ratio"] is None  # no prepare time or run length given
+    assert bench.TARGETS == {"l2": 1.15, "ewc": 1.15, "mas": 1.15, "lwf": 1.6, "der": 1.8, "derpp": 2.0, "agem": 2.2}
     # a method that moves work into prepare: a whole run of 10 steps, over SFT's
-    timed = {"sft": {**base, "prepare_s": 0.0, "run_steps": 10},
-             "lwf": {"step_s": 2.2, "peak_mb": 1000.0, "peak_extra_mb": 100.0, "prepare_s": 10.0,
-                     "run_steps": 10}}
+    timed = {
+        "sft": {**base, "prepare_s": 0.0, "run_steps": 10},
+        "lwf": {"step_s": 2.2, "peak_mb": 1000.0, "peak_extra_mb": 100.0, "prepare_s": 10.0, "run_steps": 10},
+    }
     assert bench.compare(timed)["lwf"]["amortized_ratio"] == pytest.approx((10.0 + 22.0) / 20.0)
     # a second SFT measurement: the reference is the mean of both
     again = bench.compare(results, {"step_s": 2.4, "peak_mb": 1000.0, "peak_extra_mb": 100.0})

@@ -33,8 +33,13 @@ RAW = yaml.safe_load(CLAIMS_PATH.read_text())
 
 
 def poisoned(method: str, seed: int = 0, split: str = "sample", **params):
-    return config(f"{method}_s{seed}", seed, task={"poison_ratio": 0.25}, eval={"split": split},
-                  method={"name": method, "params": params})
+    return config(
+        f"{method}_s{seed}",
+        seed,
+        task={"poison_ratio": 0.25},
+        eval={"split": split},
+        method={"name": method, "params": params},
+    )
 
 
 def rows_for(claim_id: str, recs: list, judge: str = "keyword", spec=SPEC) -> list[dict]:
@@ -58,10 +63,16 @@ def flips(n: int, base: int, off: int, on: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- the file
 
+
 def test_committed_claims_file_loads_with_every_method_and_the_papers_claims() -> None:
     assert [c.number for c in SPEC.claims] == list(range(1, 11))
     assert {c.id for c in SPEC.claims if not c.finer} == {
-        "benign_erodes", "poison_erodes_more", "cl_lowers_asr", "der_best_tradeoff", "task_within_a_point"}
+        "benign_erodes",
+        "poison_erodes_more",
+        "cl_lowers_asr",
+        "der_best_tradeoff",
+        "task_within_a_point",
+    }
     assert (SPEC.alpha, SPEC.margin("asr"), SPEC.margin("task_score"), SPEC.judges.kappa_bar) == (0.05, 0.03, 0.01, 0.7)
     assert SPEC.design.test_prompts == 1021 and SPEC.design.seeds == 3
     assert SPEC.strength.methods["merge_linear"].stronger == "lower"
@@ -79,20 +90,27 @@ def _bad(path: tuple, value) -> dict:
     return data
 
 
-@pytest.mark.parametrize("path,value,message", [
-    (("surprise",), 1, "surprise: Extra inputs are not permitted"),
-    (("claims", 5, "comparison", "method"), "lisaa", "claims[5] (lisa_lowest).comparison: 'lisaa' is not a registered"),
-    (("strength", "methods", "ewc", "param"), "lambda", "'lambda' is not a parameter of ewc"),
-    (("strength", "methods", "slerp"), KeyError, "no strength entry for slerp"),
-    (("claims", 1, "id"), "benign_erodes", "claim id(s) ['benign_erodes'] appear more than once"),
-    (("claims", 0, "metric"), "gain", "metric 'gain' goes with kind gain_vs_best_other"),
-    (("claims", 2, "comparison", "families"), ["replays"], "unknown famil(ies) ['replays']"),
-    (("claims", 6, "comparison", "pairs"), [], "kind method_vs_method needs 'pairs'"),
-    (("judges", "report"), ["learned"], "both in 'decide' and 'report'"),
-    (("margins", "asr"), 0.0, "margins.asr: Input should be greater than 0"),
-    (("alpha",), KeyError, "alpha: Field required"),
-    (("strength", "split"), "test", "strength.split: Input should be 'validation'"),
-])
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        (("surprise",), 1, "surprise: Extra inputs are not permitted"),
+        (
+            ("claims", 5, "comparison", "method"),
+            "lisaa",
+            "claims[5] (lisa_lowest).comparison: 'lisaa' is not a registered",
+        ),
+        (("strength", "methods", "ewc", "param"), "lambda", "'lambda' is not a parameter of ewc"),
+        (("strength", "methods", "slerp"), KeyError, "no strength entry for slerp"),
+        (("claims", 1, "id"), "benign_erodes", "claim id(s) ['benign_erodes'] appear more than once"),
+        (("claims", 0, "metric"), "gain", "metric 'gain' goes with kind gain_vs_best_other"),
+        (("claims", 2, "comparison", "families"), ["replays"], "unknown famil(ies) ['replays']"),
+        (("claims", 6, "comparison", "pairs"), [], "kind method_vs_method needs 'pairs'"),
+        (("judges", "report"), ["learned"], "both in 'decide' and 'report'"),
+        (("margins", "asr"), 0.0, "margins.asr: Input should be greater than 0"),
+        (("alpha",), KeyError, "alpha: Field required"),
+        (("strength", "split"), "test", "strength.split: Input should be 'validation'"),
+    ],
+)
 def test_claims_file_errors_name_the_field(path: tuple, value, message: str) -> None:
     with pytest.raises(ClaimsError) as err:
         parse_claims(_bad(path, value), "claims.yaml")
@@ -111,6 +129,7 @@ def test_claims_file_that_is_not_yaml_or_missing(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- verdicts
 
+
 def test_clear_improvement_is_reproduced_and_worsening_refuted() -> None:
     n = 200
     better = rows_for("cl_lowers_asr", [record(poisoned("sft"), ones(60, n)), record(poisoned("ewc"), ones(20, n))])
@@ -121,9 +140,10 @@ def test_clear_improvement_is_reproduced_and_worsening_refuted() -> None:
 
 
 def test_tiny_effect_on_many_prompts_is_equivalent() -> None:
-    n = 3000   # 15 successes lost, 12 gained: -0.001, 27 discordant prompts
-    rows = rows_for("cl_lowers_asr", [record(poisoned("sft"), ones(300, n)),
-                                      record(poisoned("ewc"), flips(n, 300, 15, 12))])
+    n = 3000  # 15 successes lost, 12 gained: -0.001, 27 discordant prompts
+    rows = rows_for(
+        "cl_lowers_asr", [record(poisoned("sft"), ones(300, n)), record(poisoned("ewc"), flips(n, 300, 15, 12))]
+    )
     (row,) = rows
     assert row["verdict"] == EQUIVALENT and row["estimate"] == pytest.approx(-0.001)
     assert (row["b01"], row["b10"]) == (12, 15) and row["p_holm"] > 0.5
@@ -131,44 +151,54 @@ def test_tiny_effect_on_many_prompts_is_equivalent() -> None:
 
 
 def test_tiny_effect_on_few_prompts_is_underpowered_with_its_power_calculation() -> None:
-    n = 60     # one success lost, one gained: effect 0, discordance 2/60
-    (row,) = rows_for("cl_lowers_asr", [record(poisoned("sft"), ones(10, n)),
-                                         record(poisoned("ewc"), flips(n, 10, 1, 1))])
+    n = 60  # one success lost, one gained: effect 0, discordance 2/60
+    (row,) = rows_for(
+        "cl_lowers_asr", [record(poisoned("sft"), ones(10, n)), record(poisoned("ewc"), flips(n, 10, 1, 1))]
+    )
     assert row["verdict"] == UNDERPOWERED and row["estimate"] == 0.0
-    assert row["p_tost"] > 0.05                         # 60 prompts cannot show |d| < 0.03
-    assert row["need_pairs_effect"] == math.inf         # nothing to detect
+    assert row["p_tost"] > 0.05  # 60 prompts cannot show |d| < 0.03
+    assert row["need_pairs_effect"] == math.inf  # nothing to detect
     assert row["need_pairs_tost"] == pytest.approx(tost_sample_size(2 / 60, 0.03, 0.0, 0.05))
     assert row["need_prompts_tost"] == math.ceil(row["need_pairs_tost"] / 3) > 60
     assert row["plan_alpha"] == 0.05 and row["plan_seeds"] == 3
 
 
 def test_significant_effect_inside_the_margin_is_reproduced_and_flagged_negligible() -> None:
-    n = 3000   # 30 successes lost, none gained: -0.01, p ~ 2e-9, well inside +-0.03
-    (row,) = rows_for("cl_lowers_asr", [record(poisoned("sft"), ones(300, n)),
-                                         record(poisoned("ewc"), flips(n, 300, 30, 0))])
+    n = 3000  # 30 successes lost, none gained: -0.01, p ~ 2e-9, well inside +-0.03
+    (row,) = rows_for(
+        "cl_lowers_asr", [record(poisoned("sft"), ones(300, n)), record(poisoned("ewc"), flips(n, 300, 30, 0))]
+    )
     assert row["verdict"] == REPRODUCED and row["negligible"]
 
 
 def test_holm_runs_over_the_claims_rows_under_one_judge() -> None:
     n = 100
-    rows = rows_for("cl_lowers_asr", [record(poisoned("sft"), ones(40, n)), record(poisoned("ewc"), ones(30, n)),
-                                      record(poisoned("der"), ones(36, n))])
+    rows = rows_for(
+        "cl_lowers_asr",
+        [
+            record(poisoned("sft"), ones(40, n)),
+            record(poisoned("ewc"), ones(30, n)),
+            record(poisoned("der"), ones(36, n)),
+        ],
+    )
     raw = {r["comparison"]: r["p_mcnemar"] for r in rows}
     holm = {r["comparison"]: r["p_holm"] for r in rows}
     assert holm["ewc - SFT"] == pytest.approx(min(1.0, 2 * raw["ewc - SFT"]))  # the smaller p, times 2
-    assert [r["verdict"] for r in rows] == [REPRODUCED, UNDERPOWERED]   # ewc -0.10, der -0.04
-    assert rows[1]["plan_alpha"] == 0.025                                  # Holm's strictest step of 2
+    assert [r["verdict"] for r in rows] == [REPRODUCED, UNDERPOWERED]  # ewc -0.10, der -0.04
+    assert rows[1]["plan_alpha"] == 0.025  # Holm's strictest step of 2
 
 
 def test_noninferiority_of_the_task_score() -> None:
     def task_rows(n: int, sft_ok: int, method_ok: int) -> list[dict]:
-        recs = [record(poisoned("sft"), ones(5, 20), [], ones(sft_ok, n)),
-                record(poisoned("ewc"), ones(5, 20), [], ones(method_ok, n))]
+        recs = [
+            record(poisoned("sft"), ones(5, 20), [], ones(sft_ok, n)),
+            record(poisoned("ewc"), ones(5, 20), [], ones(method_ok, n)),
+        ]
         return rows_for("task_within_a_point", recs, judge="task scorer")
 
-    assert task_rows(200, 150, 150)[0]["verdict"] == UNDERPOWERED    # identical, but 200 items cannot show it
-    assert task_rows(2000, 1500, 1500)[0]["verdict"] == REPRODUCED    # identical on 2,000 items
-    assert task_rows(200, 150, 130)[0]["verdict"] == REFUTED          # 10 points worse
+    assert task_rows(200, 150, 150)[0]["verdict"] == UNDERPOWERED  # identical, but 200 items cannot show it
+    assert task_rows(2000, 1500, 1500)[0]["verdict"] == REPRODUCED  # identical on 2,000 items
+    assert task_rows(200, 150, 130)[0]["verdict"] == REFUTED  # 10 points worse
 
 
 def test_rank_rows_and_aggregation_rules() -> None:
@@ -186,10 +216,13 @@ def test_rank_rows_and_aggregation_rules() -> None:
     assert aggregate([EQUIVALENT, EQUIVALENT, REPRODUCED], "majority")[0] == EQUIVALENT
     assert aggregate([REPRODUCED, REFUTED, EQUIVALENT], "majority")[0] == MIXED
     assert aggregate([REPRODUCED, UNDERPOWERED, UNDERPOWERED], "majority") == (
-        UNDERPOWERED, "1 reproduced, 0 refuted, 0 equivalent, 2 underpowered of 3 rows")
+        UNDERPOWERED,
+        "1 reproduced, 0 refuted, 0 equivalent, 2 underpowered of 3 rows",
+    )
 
 
 # ----------------------------------------------------------------------------- judges
+
 
 def with_second_judge(rec, harmful: list[int], judge: str = "learned"):
     for g, h in zip([g for g in rec.generations if g.kind == "harmful"], harmful):
@@ -198,14 +231,16 @@ def with_second_judge(rec, harmful: list[int], judge: str = "learned"):
 
 
 def test_verdicts_per_judge_and_the_bar(tmp_path) -> None:
-    n = 200   # keyword: EWC halves ASR; learned: no difference at all
-    recs = [with_second_judge(record(poisoned("sft"), ones(60, n)), ones(30, n)),
-            with_second_judge(record(poisoned("ewc"), ones(30, n)), ones(30, n))]
+    n = 200  # keyword: EWC halves ASR; learned: no difference at all
+    recs = [
+        with_second_judge(record(poisoned("sft"), ones(60, n)), ones(30, n)),
+        with_second_judge(record(poisoned("ewc"), ones(30, n)), ones(30, n)),
+    ]
     spec = SPEC.model_copy(update={"claims": [SPEC.claim("cl_lowers_asr")]})
     (claim,) = scorecard(StudyData.from_records(recs), spec, kappas={"learned": 0.8})
     assert claim.by_judge["keyword"].verdict == REPRODUCED and claim.by_judge["keyword"].role == REPORT_ONLY
     assert claim.by_judge["learned"].verdict == EQUIVALENT and claim.by_judge["learned"].decides
-    assert claim.verdict == EQUIVALENT                     # only the judge that passes the bar decides
+    assert claim.verdict == EQUIVALENT  # only the judge that passes the bar decides
     (claim,) = scorecard(StudyData.from_records(recs), spec, kappas={"learned": 0.6})
     assert claim.by_judge["learned"].role == "below the bar (kappa 0.60)"
     assert claim.verdict == "no judge passes the bar yet"
@@ -238,14 +273,14 @@ def pts(*rows: tuple) -> list[dict]:
 
 def test_strength_selection_on_a_toy_frontier() -> None:
     curve = pts((1.0, 0.30, 0.90, 0.1), (10.0, 0.20, 0.895, 0.1), (100.0, 0.10, 0.89, 0.1), (1e3, 0.05, 0.80, 0.1))
-    assert frontier.select_strength(curve, SFT, RULE, "higher")[0] == 2          # 1e3 loses 10 points
+    assert frontier.select_strength(curve, SFT, RULE, "higher")[0] == 2  # 1e3 loses 10 points
     tie = pts((1.0, 0.30, 0.90, 0.1), (10.0, 0.103, 0.90, 0.1), (100.0, 0.10, 0.89, 0.1))
     i, why = frontier.select_strength(tie, SFT, RULE, "higher")
-    assert i == 1 and "tied" in why                                               # within 0.005: the weaker
+    assert i == 1 and "tied" in why  # within 0.005: the weaker
     merge = pts((0.9, 0.10, 0.90, 0.1), (0.5, 0.10, 0.90, 0.1), (0.1, 0.02, 0.70, 0.1))
-    assert frontier.select_strength(merge, SFT, RULE, "lower")[0] == 0            # t: higher is weaker
+    assert frontier.select_strength(merge, SFT, RULE, "lower")[0] == 0  # t: higher is weaker
     refusing = pts((1.0, 0.30, 0.90, 0.1), (10.0, 0.01, 0.90, 0.35))
-    assert frontier.select_strength(refusing, SFT, RULE, "higher")[0] == 0        # over-refusal +25 points
+    assert frontier.select_strength(refusing, SFT, RULE, "higher")[0] == 0  # over-refusal +25 points
     none_ok = pts((1.0, 0.30, 0.85, 0.1), (10.0, 0.20, 0.86, 0.1), (100.0, 0.1, 0.70, 0.1))
     i, why = frontier.select_strength(none_ok, SFT, RULE, "higher")
     assert i == 1 and "flagged" in why
@@ -271,7 +306,7 @@ def test_frontier_table_from_validation_records_and_the_test_split_refused() -> 
 
 
 def test_category_table_says_which_harm_categories_a_method_protects() -> None:
-    n = 40    # rows 0-19 'cyber', 20-39 'chem'; EWC removes the cyber successes only
+    n = 40  # rows 0-19 'cyber', 20-39 'chem'; EWC removes the cyber successes only
     plain = record(poisoned("sft"), ones(10, n))
     sft_h = [1] * 10 + [0] * 10 + [1] * 10 + [0] * 10
     recs = [record(poisoned("sft"), sft_h), record(poisoned("ewc"), [0] * 20 + [1] * 10 + [0] * 10)]
@@ -282,4 +317,4 @@ def test_category_table_says_which_harm_categories_a_method_protects() -> None:
     assert table.loc[("ewc", "cyber"), "vs_sft"] == pytest.approx(-0.5)
     assert table.loc[("ewc", "chem"), "vs_sft"] == pytest.approx(0.0)
     assert table.loc[("sft", "chem"), "asr"] == pytest.approx(0.5) and table.loc[("sft", "cyber"), "n_prompts"] == 20
-    assert category_table(StudyData.from_records([plain])).empty   # records without categories
+    assert category_table(StudyData.from_records([plain])).empty  # records without categories

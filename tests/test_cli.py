@@ -52,7 +52,7 @@ def test_runs_check_lists_a_record_made_under_an_older_stamp(tmp_path, capsys, m
     assert main(["runs", "check", str(tmp_path)]) == 0
     assert main(["runs", "migrate", str(tmp_path), "--dry-run"]) == 0
     capsys.readouterr()
-    monkeypatch.setitem(identity.STAMPS, "evaluation", 2)   # the evaluation code changed since
+    monkeypatch.setitem(identity.STAMPS, "evaluation", 2)  # the evaluation code changed since
     assert main(["runs", "check", str(tmp_path)]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["stale"] == [{"run_id": sft.name, "changed": {"evaluation": [1, 2]}}]

@@ -37,11 +37,17 @@ def test_override_is_converted_to_the_field_type() -> None:
 
 def test_two_spellings_of_one_computation_share_one_id(tmp_path: Path) -> None:
     short = load_config(write(tmp_path, "a.yaml", "method: {name: slerp}\n"))
-    spelled = load_config(write(tmp_path, "b.yaml", "method: {name: sft}\nmerge: {name: slerp, params: {t: 0.5}}\n"
-                                "train: {lr: 2.0e-4, epochs: 2}\neval: {batch_size: 64}\n"))
+    spelled = load_config(
+        write(
+            tmp_path,
+            "b.yaml",
+            "method: {name: sft}\nmerge: {name: slerp, params: {t: 0.5}}\n"
+            "train: {lr: 2.0e-4, epochs: 2}\neval: {batch_size: 64}\n",
+        )
+    )
     assert run_id(short) == run_id(spelled)
     assert (short.method.name, short.merge.name) == ("sft", "slerp")
-    assert short.merge.params == {"t": 0.5, "eps": 5e-4}     # defaults filled in
+    assert short.merge.params == {"t": 0.5, "eps": 5e-4}  # defaults filled in
 
 
 def test_label_and_generation_batch_do_not_change_the_id() -> None:
@@ -49,7 +55,7 @@ def test_label_and_generation_batch_do_not_change_the_id() -> None:
     b = RunConfig(name="b", eval={"batch_size": 3})
     assert run_id(a) == run_id(b)
     assert set(identity.EXCLUDED) == {"name", "eval.batch_size", "train.report_to", "align.train.report_to"}
-    assert all(identity.EXCLUDED.values())      # each with its reason
+    assert all(identity.EXCLUDED.values())  # each with its reason
 
 
 def test_changed_setting_or_default_gives_a_new_id(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,8 +82,12 @@ def test_sections_that_cannot_act_are_not_part_of_the_id() -> None:
     a = RunConfig(align={"enabled": False, "n_refusal": 5}, task={"name": None}, train={"lr": 1.0})
     b = RunConfig(align={"enabled": False}, task={"name": None})
     assert run_id(a) == run_id(b) and "train" not in canonical(a)
-    assert canonical(RunConfig(), cuda=False)["model"] == {"name": "embedded", "backend": "peft",
-                                                           "dtype": "float32", "revision": None}
+    assert canonical(RunConfig(), cuda=False)["model"] == {
+        "name": "embedded",
+        "backend": "peft",
+        "dtype": "float32",
+        "revision": None,
+    }
 
 
 def test_an_upload_is_identified_by_its_content(tmp_path: Path) -> None:
@@ -113,7 +123,7 @@ def test_each_bad_config_names_file_key_and_allowed_values(kind: str, tmp_path: 
     t0 = time.perf_counter()
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert time.perf_counter() - t0 < 10      # generous: the point is "before any model loads"
+    assert time.perf_counter() - t0 < 10  # generous: the point is "before any model loads"
     message = str(err.value)
     assert "bad.yaml" in message, message
     for needle in needles:
@@ -129,12 +139,19 @@ def test_missing_params_file_is_one_line(tmp_path: Path) -> None:
 def test_cli_rejects_bad_config_early_without_a_run_directory(tmp_path: Path) -> None:
     """The real command line: exit 2, the message on stderr, nothing written, and fast
     (the time includes the interpreter and torch imports; printed for the CI log)."""
-    path = write(tmp_path, "bad.yaml", "extends: " + str(PARAMS / "presets" / "smoke.yaml") +
-                 "\nmethod: {name: der, params: {alpah: 1}}\n")
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        "extends: " + str(PARAMS / "presets" / "smoke.yaml") + "\nmethod: {name: der, params: {alpah: 1}}\n",
+    )
     runs = tmp_path / "runs"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ussafety.cli.main", "run", str(path), "--runs", str(runs)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ussafety.cli.main", "run", str(path), "--runs", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - t0
     print(f"bad config rejected by the CLI in {elapsed:.2f} s")
     assert proc.returncode == 2, proc.stderr
@@ -145,5 +162,5 @@ def test_cli_rejects_bad_config_early_without_a_run_directory(tmp_path: Path) ->
 def test_every_committed_params_file_resolves() -> None:
     files = sorted(PARAMS.glob("foundation/*.yaml")) + sorted(PARAMS.glob("methods/*/*.yaml"))
     ids = {f.name: run_id(load_config(f)) for f in files}
-    assert ids["sft.yaml"] == ids["sft_poisoned_p0.1.yaml"]    # one computation, two files
+    assert ids["sft.yaml"] == ids["sft_poisoned_p0.1.yaml"]  # one computation, two files
     assert len(set(ids.values())) == len(ids) - 1

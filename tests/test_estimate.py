@@ -21,9 +21,17 @@ from ussafety.models.shape import model_shape
 from ussafety.study import gpu_cost
 from ussafety.study.gpu_cost import DoesNotFit, check_fits, estimate_config, estimate_grid, judge_model
 
-TINY = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
-            max_position_embeddings=128, tie_word_embeddings=False)
+TINY = dict(
+    model_type="llama",
+    hidden_size=64,
+    intermediate_size=160,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=300,
+    max_position_embeddings=128,
+    tie_word_embeddings=False,
+)
 LLAMA7B = "meta-llama/Llama-2-7b-chat-hf"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -44,8 +52,7 @@ def test_parameter_count_equals_the_real_models(tie):
 def test_lora_parameter_count_equals_peft(targets):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(real_tiny(), LoraConfig(r=4, lora_alpha=8, target_modules=targets,
-                                                   task_type="CAUSAL_LM"))
+    model = get_peft_model(real_tiny(), LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert model_shape(TINY).lora_params(4, targets) == trainable
 
@@ -97,9 +104,19 @@ def test_an_unknown_model_names_the_known_ones():
 
 
 def test_llama2_7b_estimate_lands_in_plausible_ranges():
-    e = estimate_run(LLAMA7B, dtype="bfloat16", lora_r=8, lora_targets=ALL_LINEAR, batch_size=8,
-                     seq_len=512, n_train_rows=1000, epochs=1, n_eval_prompts=550,
-                     max_new_tokens=128, gradient_checkpointing=True)
+    e = estimate_run(
+        LLAMA7B,
+        dtype="bfloat16",
+        lora_r=8,
+        lora_targets=ALL_LINEAR,
+        batch_size=8,
+        seq_len=512,
+        n_train_rows=1000,
+        epochs=1,
+        n_eval_prompts=550,
+        max_new_tokens=128,
+        gradient_checkpointing=True,
+    )
     assert 13.0e9 < e.weights_bytes < 14.0e9  # ~13.5 GB of bf16 weights
     assert 19e6 < e.n_lora_params < 21e6
     assert e.lora_bytes == 16 * e.n_lora_params
@@ -175,12 +192,31 @@ def test_decoding_is_bound_by_bandwidth_or_launches_not_flops():
     shape = model_shape(LLAMA7B)
     dev = DEVICES["H200"]
     weights = shape.n_params * 2
-    s = est.generation_seconds(shape, n_prompts=32, prompt_tokens=64, new_tokens=100, batch_size=32,
-                               weights_bytes=weights, dtype_bytes=2, device=dev)
+    s = est.generation_seconds(
+        shape,
+        n_prompts=32,
+        prompt_tokens=64,
+        new_tokens=100,
+        batch_size=32,
+        weights_bytes=weights,
+        dtype_bytes=2,
+        device=dev,
+    )
     step = max(weights / dev.mem_bw_bytes_per_s, 32 * dev.launch_overhead_s)
     assert s == pytest.approx(100 * step, rel=0.05)
-    assert est.generation_seconds(shape, n_prompts=0, prompt_tokens=64, new_tokens=10, batch_size=8,
-                                  weights_bytes=weights, dtype_bytes=2, device=dev) == 0.0
+    assert (
+        est.generation_seconds(
+            shape,
+            n_prompts=0,
+            prompt_tokens=64,
+            new_tokens=10,
+            batch_size=8,
+            weights_bytes=weights,
+            dtype_bytes=2,
+            device=dev,
+        )
+        == 0.0
+    )
 
 
 def test_a_measured_rate_replaces_the_assumed_one():
@@ -213,8 +249,14 @@ def test_methods_add_their_costs():
     der = estimate_run(LLAMA7B, method=method_cost("der"), gradient_checkpointing=True)
     # The replayed minibatch's graph is alive with the task batch's: 8 + 8 rows at once.
     assert der.activations_bytes == est.activation_bytes(
-        model_shape(LLAMA7B), rows=16, tokens=512, act_bytes=2, lora_r=8,
-        lora_targets=est.DEFAULT_TARGETS, checkpointing=True)
+        model_shape(LLAMA7B),
+        rows=16,
+        tokens=512,
+        act_bytes=2,
+        lora_r=8,
+        lora_targets=est.DEFAULT_TARGETS,
+        checkpointing=True,
+    )
     assert der.logits_bytes == 2 * base.logits_bytes
     assert der.train_s > 1.9 * base.train_s
     lwf = estimate_run(LLAMA7B, method=method_cost("lwf"), gradient_checkpointing=True)
@@ -227,8 +269,9 @@ def test_methods_add_their_costs():
     assert method_cost("ewc", {"per": "batch"}).prepare_full_backward_passes == 16
     assert method_cost("mas", {"n_batches": 2}).prepare_full_backward_rows == 16
     ewc = estimate_run(LLAMA7B, method=method_cost("ewc"), n_train_rows=16, seq_len=128, batch_size=8)
-    ewc_batched = estimate_run(LLAMA7B, method=method_cost("ewc", {"per": "batch"}), n_train_rows=16,
-                               seq_len=128, batch_size=8)
+    ewc_batched = estimate_run(
+        LLAMA7B, method=method_cost("ewc", {"per": "batch"}), n_train_rows=16, seq_len=128, batch_size=8
+    )
     assert ewc.train_flops == ewc_batched.train_flops and ewc.train_s > ewc_batched.train_s
     assert method_cost("der", {"minibatch_size": 4}).replay_rows == 4
     assert method_cost("derpp").replay_rows == 16
@@ -371,23 +414,36 @@ def test_estimate_config_reads_the_paper_preset():
 def test_estimate_config_counts_the_committed_split_or_the_sample():
     shape = model_shape(LLAMA7B)
     dev = DEVICES["H200"]
-    kw = dict(batch_size=32, weights_bytes=shape.n_params * 2 + 4 * shape.lora_params(8, ALL_LINEAR),
-              dtype_bytes=2, device=dev, lora_params=shape.lora_params(8, ALL_LINEAR))
+    kw = dict(
+        batch_size=32,
+        weights_bytes=shape.n_params * 2 + 4 * shape.lora_params(8, ALL_LINEAR),
+        dtype_bytes=2,
+        device=dev,
+        lora_params=shape.lora_params(8, ALL_LINEAR),
+    )
     test = estimate_config(paper_cfg())  # eval.split: test, task sst2 (its answers: 8 tokens)
     n = gpu_cost.eval_counts(from_dict(paper_cfg()))
     assert n == {"harmful": 1021, "xstest": 200, "task": 664}  # today's files (docs/splits.md)
-    expected = (est.generation_seconds(shape, n_prompts=n["harmful"] + n["xstest"],
-                                       prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS, new_tokens=128, **kw)
-                + est.generation_seconds(shape, n_prompts=n["task"], prompt_tokens=90, new_tokens=8, **kw))
+    expected = est.generation_seconds(
+        shape, n_prompts=n["harmful"] + n["xstest"], prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS, new_tokens=128, **kw
+    ) + est.generation_seconds(shape, n_prompts=n["task"], prompt_tokens=90, new_tokens=8, **kw)
     assert test.eval_s == pytest.approx(expected)
     # The first batch holds the longest harmful prompts: the KV cache is sized for them.
     assert test.kv_cache_bytes == est.kv_cache_bytes(shape, rows=32, tokens=gpu_cost.SAFETY_PROMPT_MAX_TOKENS + 128)
-    sample = estimate_config(paper_cfg(**{"eval.split": "sample", "eval.harmful_sets": ["advbench"],
-                                          "eval.n_per_harmful_set": 10, "eval.n_xstest": 5,
-                                          "eval.n_task": 7}))
-    expected = (est.generation_seconds(shape, n_prompts=15, prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS,
-                                       new_tokens=128, **kw)
-                + est.generation_seconds(shape, n_prompts=7, prompt_tokens=90, new_tokens=8, **kw))
+    sample = estimate_config(
+        paper_cfg(
+            **{
+                "eval.split": "sample",
+                "eval.harmful_sets": ["advbench"],
+                "eval.n_per_harmful_set": 10,
+                "eval.n_xstest": 5,
+                "eval.n_task": 7,
+            }
+        )
+    )
+    expected = est.generation_seconds(
+        shape, n_prompts=15, prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS, new_tokens=128, **kw
+    ) + est.generation_seconds(shape, n_prompts=7, prompt_tokens=90, new_tokens=8, **kw)
     assert sample.eval_s == pytest.approx(expected)
     gsm8k = estimate_config(paper_cfg(**{"task.name": "gsm8k", "eval.task_max_new_tokens": 256}))
     assert gsm8k.eval_s > test.eval_s  # 500 items of 256 new tokens against 664 of 8
@@ -400,8 +456,11 @@ def test_evaluation_sizes_are_read_from_the_committed_split_files(split, task):
     size = {p.stem: len(json.loads(p.read_text())["splits"][split]) for p in folder.glob("*.json")}
     task_file = {"sst2": "sst2_v1", "gsm8k": "gsm8k_v1", "code": "humaneval_v1"}[task]
     cfg = from_dict(paper_cfg(**{"task.name": task, "eval.split": split}))
-    assert gpu_cost.eval_counts(cfg) == {"harmful": size["harmful_v1"], "xstest": size["xstest_safe_v1"],
-                                         "task": size[task_file]}
+    assert gpu_cost.eval_counts(cfg) == {
+        "harmful": size["harmful_v1"],
+        "xstest": size["xstest_safe_v1"],
+        "task": size[task_file],
+    }
     base = from_dict(paper_cfg(**{"task.name": None, "eval.split": split}))  # nothing scored but safety
     assert gpu_cost.eval_counts(base)["task"] == 0
 
@@ -416,12 +475,23 @@ def test_task_tokens_cover_exactly_the_tasks_and_answer_lengths_are_the_tasks():
         n = gpu_cost.eval_counts(from_dict(paper_cfg(**{"task.name": task})))
         tokens = gpu_cost.TASK_TOKENS[task]
         lora = shape.lora_params(8, ALL_LINEAR)
-        kw = dict(batch_size=32, weights_bytes=shape.n_params * 2 + 4 * lora, dtype_bytes=2,
-                  device=DEVICES["H200"], lora_params=lora)
-        task_s = est.generation_seconds(shape, n_prompts=n["task"], prompt_tokens=tokens["prompt"],
-                                        new_tokens=TASKS[task].max_new_tokens, **kw)
-        safety_s = est.generation_seconds(shape, n_prompts=n["harmful"] + n["xstest"],
-                                          prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS, new_tokens=128, **kw)
+        kw = dict(
+            batch_size=32,
+            weights_bytes=shape.n_params * 2 + 4 * lora,
+            dtype_bytes=2,
+            device=DEVICES["H200"],
+            lora_params=lora,
+        )
+        task_s = est.generation_seconds(
+            shape, n_prompts=n["task"], prompt_tokens=tokens["prompt"], new_tokens=TASKS[task].max_new_tokens, **kw
+        )
+        safety_s = est.generation_seconds(
+            shape,
+            n_prompts=n["harmful"] + n["xstest"],
+            prompt_tokens=gpu_cost.SAFETY_PROMPT_TOKENS,
+            new_tokens=128,
+            **kw,
+        )
         assert e.eval_s == pytest.approx(task_s + safety_s), task
 
 

@@ -43,8 +43,7 @@ def test_failed_run_leaves_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_merge_run_reuses_sft_training_and_matches_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
     sft = load_config(SMOKE, {"name": "sft"})
-    merged = load_config(SMOKE, {"name": "merged", "method": {"name": "merge_linear",
-                                                                "params": {"t": 0.5}}})
+    merged = load_config(SMOKE, {"name": "merged", "method": {"name": "merge_linear", "params": {"t": 0.5}}})
     assert experiment.sft_cache_dir(sft) == experiment.sft_cache_dir(merged)
     experiment.run(sft)
     assert (experiment.sft_cache_dir(sft) / "adapter" / "adapter_config.json").is_file()

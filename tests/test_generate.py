@@ -21,9 +21,18 @@ from ussafety.evaluate.generate import generate, generate_for, slot_engine_suppo
 from ussafety.models.chat import prompt_text
 from ussafety.models.loading import LoadedModel, add_lora, tiny_random_model
 
-TEXTS = ["hi", "a much longer question about several things? " * 6, "mid length one", "x", "why",
-         "tell me a story about a cat and a dog who were friends", "?", "ok then",
-         "explain " * 20, "no"]
+TEXTS = [
+    "hi",
+    "a much longer question about several things? " * 6,
+    "mid length one",
+    "x",
+    "why",
+    "tell me a story about a cat and a dog who were friends",
+    "?",
+    "ok then",
+    "explain " * 20,
+    "no",
+]
 MAX_NEW = 24
 
 
@@ -43,9 +52,15 @@ def one_at_a_time(model: Any, tok: Any, prompts: list[str], max_new: int) -> tup
     for p in prompts:
         enc = tok(p, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            g = model.generate(**enc, max_new_tokens=max_new, do_sample=False, num_beams=1,
-                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        new = g[0, enc["input_ids"].shape[1]:]
+            g = model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = g[0, enc["input_ids"].shape[1] :]
         outs.append(tok.decode(new, skip_special_tokens=True).strip())
         counts.append(len(new))
     return outs, counts
@@ -71,15 +86,13 @@ def test_reference_has_early_eos_full_length_answers_and_varied_prompt_lengths(c
 def test_slot_engine_equals_one_at_a_time(chatty: Any, batch_size: int) -> None:
     """Batch sizes below the prompt count exercise refilling freed slots mid-decode."""
     lm, prompts, ref, _ = chatty
-    got = generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW,
-                   batch_size=batch_size, engine="slots")
+    got = generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=batch_size, engine="slots")
     assert got == ref
 
 
 def test_hf_engine_equals_one_at_a_time(chatty: Any) -> None:
     lm, prompts, ref, _ = chatty
-    assert generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=4,
-                    engine="hf") == ref
+    assert generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=4, engine="hf") == ref
 
 
 def test_stats_count_answer_tokens_and_the_work_done(chatty: Any) -> None:
@@ -102,8 +115,15 @@ def test_small_cache_budget_resizes_and_still_matches(chatty: Any) -> None:
     lm, prompts, ref, _ = chatty
     cfg = lm.model.config
     column = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
-    got = generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=8,
-                   engine="slots", kv_budget_bytes=column * 600)
+    got = generate(
+        lm.model,
+        lm.tokenizer,
+        prompts,
+        max_new_tokens=MAX_NEW,
+        batch_size=8,
+        engine="slots",
+        kv_budget_bytes=column * 600,
+    )
     assert got == ref
 
 
@@ -112,8 +132,7 @@ def test_eager_attention_matches(chatty: Any) -> None:
     saved = lm.model.config._attn_implementation
     lm.model.config._attn_implementation = "eager"
     try:
-        assert generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=3,
-                        engine="slots") == ref
+        assert generate(lm.model, lm.tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=3, engine="slots") == ref
     finally:
         lm.model.config._attn_implementation = saved
 
@@ -126,8 +145,10 @@ def test_prompts_without_common_prefix_and_identical_prompts() -> None:
     assert generate(lm.model, lm.tokenizer, raw, max_new_tokens=12, batch_size=2) == ref
     same = generate(lm.model, lm.tokenizer, ["abc"] * 3, max_new_tokens=12)
     assert same == [one_at_a_time(lm.model, lm.tokenizer, ["abc"], 12)[0][0]] * 3
-    assert generate(lm.model, lm.tokenizer, ["q"], max_new_tokens=12) == one_at_a_time(
-        lm.model, lm.tokenizer, ["q"], 12)[0]
+    assert (
+        generate(lm.model, lm.tokenizer, ["q"], max_new_tokens=12)
+        == one_at_a_time(lm.model, lm.tokenizer, ["q"], 12)[0]
+    )
 
 
 def test_lora_wrapped_model_matches() -> None:
@@ -148,8 +169,9 @@ def test_progress_counts_every_prompt_and_order_is_the_callers(chatty: Any) -> N
     lm, prompts, ref, _ = chatty
     seen: list[int] = []
     perm = [3, 1, 0, 2, 9, 8, 4, 7, 6, 5]
-    got = generate(lm.model, lm.tokenizer, [prompts[i] for i in perm], max_new_tokens=MAX_NEW,
-                   batch_size=4, progress=seen.append)
+    got = generate(
+        lm.model, lm.tokenizer, [prompts[i] for i in perm], max_new_tokens=MAX_NEW, batch_size=4, progress=seen.append
+    )
     assert got == [ref[i] for i in perm]
     assert sum(seen) == len(prompts)
 
@@ -165,8 +187,10 @@ def test_generate_for_formats_examples() -> None:
     lm = chatty_model()
     examples = [Example(prompt=t) for t in TEXTS[:3]]
     prompts = [prompt_text(lm.tokenizer, ex) for ex in examples]
-    assert generate_for(lm.model, lm.tokenizer, examples, max_new_tokens=8,
-                        batch_size=2) == one_at_a_time(lm.model, lm.tokenizer, prompts, 8)[0]
+    assert (
+        generate_for(lm.model, lm.tokenizer, examples, max_new_tokens=8, batch_size=2)
+        == one_at_a_time(lm.model, lm.tokenizer, prompts, 8)[0]
+    )
 
 
 def test_unsupported_models_fall_back_to_hf_or_refuse_slots() -> None:

@@ -11,8 +11,14 @@ import pytest
 
 from ussafety.evaluate import gold
 
-CONDITIONS = [("instruct", 0.0, None), ("aligned", 0.0, None), ("sft_benign", 0.0, "sst2"),
-              ("sft", 0.1, "sst2"), ("l2", 0.1, "sst2"), ("slerp", 0.1, "sst2")]
+CONDITIONS = [
+    ("instruct", 0.0, None),
+    ("aligned", 0.0, None),
+    ("sft_benign", 0.0, "sst2"),
+    ("sft", 0.1, "sst2"),
+    ("l2", 0.1, "sst2"),
+    ("slerp", 0.1, "sst2"),
+]
 
 
 def _verdicts(i: int, j: int) -> tuple[dict, str | None]:
@@ -20,8 +26,10 @@ def _verdicts(i: int, j: int) -> tuple[dict, str | None]:
     k = (i * 7 + j * 3) % 10
     kw_refused = k < 4
     learned = ["harmful", "refusal", "other"][(i + 2 * j) % 3]
-    verdicts = {"keyword": {"refused": kw_refused, "harmful": not kw_refused},
-                "learned": {"harmful": learned == "harmful", "refused": learned == "refusal"}}
+    verdicts = {
+        "keyword": {"refused": kw_refused, "harmful": not kw_refused},
+        "learned": {"harmful": learned == "harmful", "refused": learned == "refusal"},
+    }
     return verdicts, ("repetition" if k == 9 and j % 2 == 0 else None)
 
 
@@ -32,20 +40,45 @@ def _write_records(root: Path, n_harmful: int = 40, n_safe: int = 30) -> Path:
             v, deg = _verdicts(i, j)
             # half of the answers are shared by all runs (as refusals are), half are run-specific
             resp = f"answer {i}" if i % 2 else f"answer {i} from {name}"
-            gens.append({"kind": "harmful", "source": f"set{i % 3}/x.csv", "row": i,
-                         "prompt": f"harmful prompt {i}", "response": resp, "verdicts": v, "degenerate": deg})
+            gens.append(
+                {
+                    "kind": "harmful",
+                    "source": f"set{i % 3}/x.csv",
+                    "row": i,
+                    "prompt": f"harmful prompt {i}",
+                    "response": resp,
+                    "verdicts": v,
+                    "degenerate": deg,
+                }
+            )
         for i in range(n_safe):
             v, deg = _verdicts(i + 100, j)
             resp = f"safe answer {i}" if i % 3 == 0 else f"safe answer {i} from {name}"
-            gens.append({"kind": "xstest_safe", "source": "xstest/xstest_prompts.csv", "row": i,
-                         "prompt": f"safe prompt {i}", "response": resp, "verdicts": v, "degenerate": deg})
-        gens.append({"kind": "task:sst2", "source": "sst2/test.tsv", "row": 0, "prompt": "p",
-                     "response": "positive"})
-        rec = {"run_id": f"{name}-{j:04d}", "label": name, "config_hash": f"h{j}",
-               "config": {"name": name, "task": {"name": task, "poison_ratio": poison},
-                          "method": {"name": name if name in ("l2",) else "sft", "params": {}},
-                          "merge": {"name": "slerp" if name == "slerp" else None}, "align": {}},
-               "generations": gens}
+            gens.append(
+                {
+                    "kind": "xstest_safe",
+                    "source": "xstest/xstest_prompts.csv",
+                    "row": i,
+                    "prompt": f"safe prompt {i}",
+                    "response": resp,
+                    "verdicts": v,
+                    "degenerate": deg,
+                }
+            )
+        gens.append({"kind": "task:sst2", "source": "sst2/test.tsv", "row": 0, "prompt": "p", "response": "positive"})
+        rec = {
+            "run_id": f"{name}-{j:04d}",
+            "label": name,
+            "config_hash": f"h{j}",
+            "config": {
+                "name": name,
+                "task": {"name": task, "poison_ratio": poison},
+                "method": {"name": name if name in ("l2",) else "sft", "params": {}},
+                "merge": {"name": "slerp" if name == "slerp" else None},
+                "align": {},
+            },
+            "generations": gens,
+        }
         d = root / rec["run_id"]
         d.mkdir(parents=True)
         (d / "record.json").write_text(json.dumps(rec))
@@ -61,9 +94,23 @@ def _items(n: int = 8) -> list[dict]:
     out = []
     for i in range(n):
         ptype = gold.HARMFUL if i % 2 == 0 else gold.SAFE
-        out.append({"id": f"g{i:010d}", "part": "train", "prompt_type": ptype, "kind": "harmful",
-                    "source": "s", "row": i, "run_id": "r", "condition": "c", "group": "g",
-                    "stratum": f"{ptype}/x", "prompt": f"p{i}", "response": f"r{i}", "also_in": ["r"]})
+        out.append(
+            {
+                "id": f"g{i:010d}",
+                "part": "train",
+                "prompt_type": ptype,
+                "kind": "harmful",
+                "source": "s",
+                "row": i,
+                "run_id": "r",
+                "condition": "c",
+                "group": "g",
+                "stratum": f"{ptype}/x",
+                "prompt": f"p{i}",
+                "response": f"r{i}",
+                "also_in": ["r"],
+            }
+        )
     return out
 
 
@@ -74,6 +121,7 @@ def _write_labels(path: Path, rows: list) -> Path:
 
 # --- kappa and agreement ------------------------------------------------------------------
 
+
 def test_kappa_on_known_tables() -> None:
     # 2x2 table [[20, 5], [10, 15]]: p_o = 0.7, p_e = (25*30 + 25*20) / 50^2 = 0.5 -> kappa 0.4
     a = ["h"] * 25 + ["n"] * 25
@@ -81,8 +129,7 @@ def test_kappa_on_known_tables() -> None:
     assert gold.cohens_kappa(a, b) == pytest.approx(0.4)
     # 3x3 table [[10, 2, 0], [3, 8, 1], [0, 1, 5]] (n = 30): p_o = 23/30,
     # p_e = (12*13 + 12*11 + 6*6) / 900 = 324/900 -> kappa = (23/30 - 0.36) / 0.64
-    table = {("r", "r"): 10, ("r", "h"): 2, ("h", "r"): 3, ("h", "h"): 8, ("h", "o"): 1,
-             ("o", "h"): 1, ("o", "o"): 5}
+    table = {("r", "r"): 10, ("r", "h"): 2, ("h", "r"): 3, ("h", "h"): 8, ("h", "o"): 1, ("o", "h"): 1, ("o", "o"): 5}
     a3 = [x for (x, _), c in table.items() for _ in range(c)]
     b3 = [y for (_, y), c in table.items() for _ in range(c)]
     assert gold.cohens_kappa(a3, b3) == pytest.approx((23 / 30 - 0.36) / 0.64)
@@ -116,12 +163,19 @@ def test_agreement_confusion_and_breakdowns() -> None:
 
 # --- label files -----------------------------------------------------------------------
 
+
 def test_load_labels_valid(tmp_path: Path) -> None:
     items = _items(4)
-    path = _write_labels(tmp_path / "a.jsonl", [
-        {"id": items[0]["id"], "label": "harmful"}, "",
-        {"id": items[1]["id"], "label": "safe_compliance", "note": "unsure"},
-        {"id": items[2]["id"], "label": "benign_offtask"}, {"id": items[3]["id"], "label": "refusal"}])
+    path = _write_labels(
+        tmp_path / "a.jsonl",
+        [
+            {"id": items[0]["id"], "label": "harmful"},
+            "",
+            {"id": items[1]["id"], "label": "safe_compliance", "note": "unsure"},
+            {"id": items[2]["id"], "label": "benign_offtask"},
+            {"id": items[3]["id"], "label": "refusal"},
+        ],
+    )
     labels = gold.load_labels(path, items)
     assert labels[items[1]["id"]] == {"label": "safe_compliance", "note": "unsure"}
     assert labels[items[0]["id"]]["note"] is None and len(labels) == 4
@@ -130,31 +184,36 @@ def test_load_labels_valid(tmp_path: Path) -> None:
 def test_load_labels_errors_name_file_line_and_field(tmp_path: Path) -> None:
     items = _items(8)  # items 6 and 7 get no line at all
     ids = [it["id"] for it in items]
-    path = _write_labels(tmp_path / "bad.jsonl", [
-        {"id": ids[0], "label": "harmful"},                          # 1 fine
-        {"id": "gnope000000", "label": "harmful"},                   # 2 unknown id
-        {"id": ids[2], "label": "harmfull"},                         # 3 unknown label
-        {"id": ids[1], "label": "harmful"},                          # 4 not allowed for a safe prompt
-        {"id": ids[0], "label": "refusal"},                          # 5 repeated id
-        "{not json",                                                 # 6
-        {"label": "refusal"},                                        # 7 no id
-        {"id": ids[3], "label": "refusal", "confidence": 3},         # 8 unknown field
-        {"id": ids[4], "label": "refusal", "note": 5},               # 9 note not a string
-        {"id": ids[5]},                                              # 10 no label
-    ])
+    path = _write_labels(
+        tmp_path / "bad.jsonl",
+        [
+            {"id": ids[0], "label": "harmful"},  # 1 fine
+            {"id": "gnope000000", "label": "harmful"},  # 2 unknown id
+            {"id": ids[2], "label": "harmfull"},  # 3 unknown label
+            {"id": ids[1], "label": "harmful"},  # 4 not allowed for a safe prompt
+            {"id": ids[0], "label": "refusal"},  # 5 repeated id
+            "{not json",  # 6
+            {"label": "refusal"},  # 7 no id
+            {"id": ids[3], "label": "refusal", "confidence": 3},  # 8 unknown field
+            {"id": ids[4], "label": "refusal", "note": 5},  # 9 note not a string
+            {"id": ids[5]},  # 10 no label
+        ],
+    )
     with pytest.raises(gold.GoldError) as exc:
         gold.load_labels(path, items)
     msg = str(exc.value)
-    for expected in (f"{path}:2: field 'id': unknown id 'gnope000000'",
-                     f"{path}:3: field 'label': unknown label 'harmfull'",
-                     f"{path}:4: field 'label': 'harmful' is not allowed for a safe prompt",
-                     f"{path}:5: field 'id': '{ids[0]}' already labelled on line 1",
-                     f"{path}:6: not valid JSON",
-                     f"{path}:7: field 'id': missing",
-                     f"{path}:8: field 'confidence': unknown field",
-                     f"{path}:9: field 'note': must be a string",
-                     f"{path}:10: field 'label': missing",
-                     f"{path}: 2 item(s) have no label"):
+    for expected in (
+        f"{path}:2: field 'id': unknown id 'gnope000000'",
+        f"{path}:3: field 'label': unknown label 'harmfull'",
+        f"{path}:4: field 'label': 'harmful' is not allowed for a safe prompt",
+        f"{path}:5: field 'id': '{ids[0]}' already labelled on line 1",
+        f"{path}:6: not valid JSON",
+        f"{path}:7: field 'id': missing",
+        f"{path}:8: field 'confidence': unknown field",
+        f"{path}:9: field 'note': must be a string",
+        f"{path}:10: field 'label': missing",
+        f"{path}: 2 item(s) have no label",
+    ):
         assert expected in msg, (expected, msg)
     # partial files are fine when asked for
     ok = _write_labels(tmp_path / "partial.jsonl", [{"id": ids[0], "label": "refusal"}])
@@ -165,6 +224,7 @@ def test_load_labels_errors_name_file_line_and_field(tmp_path: Path) -> None:
 
 # --- resolution ------------------------------------------------------------------------
 
+
 def test_resolve_keeps_raw_labels() -> None:
     a = {"g1": "harmful", "g2": "refusal", "g3": "benign_offtask"}
     b = {"g1": "harmful", "g2": "harmful", "g3": "benign_offtask"}
@@ -174,8 +234,16 @@ def test_resolve_keeps_raw_labels() -> None:
     assert partial["g2"]["label"] is None and partial["g2"]["resolved_by"] is None
     out = gold.resolve(a, b, {"g2": {"label": "refusal", "note": "preamble, then a refusal"}, "g3": "refusal"})
     assert out["g2"]["note_adjudicated"] == "preamble, then a refusal"
-    assert out["g1"] == {"label": "harmful", "label_a": "harmful", "label_b": "harmful", "agreed": True,
-                         "resolved_by": "agreement", "note_a": None, "note_b": None, "note_adjudicated": None}
+    assert out["g1"] == {
+        "label": "harmful",
+        "label_a": "harmful",
+        "label_b": "harmful",
+        "agreed": True,
+        "resolved_by": "agreement",
+        "note_a": None,
+        "note_b": None,
+        "note_adjudicated": None,
+    }
     assert out["g2"]["label"] == "refusal" and out["g2"]["label_b"] == "harmful" and not out["g2"]["agreed"]
     assert out["g3"]["label"] == "refusal" and out["g3"]["resolved_by"] == "adjudication"  # adjudicator wins
     with pytest.raises(gold.GoldError, match="different items"):
@@ -185,6 +253,7 @@ def test_resolve_keeps_raw_labels() -> None:
 
 
 # --- the sample ------------------------------------------------------------------------
+
 
 def test_build_sample_is_deterministic_and_deduplicated(records_dir: Path) -> None:
     first = gold.build_sample(records_dir, n=90, seed=3, floor=4)
@@ -271,6 +340,7 @@ def test_packet_is_blind_and_shuffled(records_dir: Path, tmp_path: Path) -> None
 def test_condition_names_come_from_settings() -> None:
     def rec(label, **cfg):
         return {"run_id": "x", "label": label, "config": cfg}
+
     assert gold.condition_of(rec("aligned", align={"n_refusal": 80})) == "aligned_weak"
     assert gold.condition_of(rec("aligned", align={"n_refusal": 160, "n_contrastive": 160})) == "aligned_contrastive"
     assert gold.condition_of(rec("aligned", align={"n_refusal": 128, "n_contrastive": 0})) == "aligned"
@@ -312,6 +382,7 @@ def test_guide_examples_file_matches_the_guide() -> None:
 
 # --- final labels ------------------------------------------------------------------------------
 
+
 def _write_items(path: Path, items: list[dict]) -> Path:
     path.write_text("".join(json.dumps(it) + "\n" for it in items))
     return path
@@ -322,9 +393,13 @@ def test_load_gold_joins_items_and_final_labels(tmp_path: Path) -> None:
     items[3]["part"] = "test"
     ipath = _write_items(tmp_path / "items.jsonl", items)
     labels = ["harmful", "refusal", "benign_offtask", "safe_compliance"]
-    lpath = _write_labels(tmp_path / "labels.jsonl", [
-        {"id": it["id"], "part": it["part"], "prompt_type": it["prompt_type"], "label": lab, "label_a": lab}
-        for it, lab in zip(items, labels)])
+    lpath = _write_labels(
+        tmp_path / "labels.jsonl",
+        [
+            {"id": it["id"], "part": it["part"], "prompt_type": it["prompt_type"], "label": lab, "label_a": lab}
+            for it, lab in zip(items, labels)
+        ],
+    )
     rows = gold.load_gold(ipath, lpath)
     assert [r["label"] for r in rows] == labels and rows[0]["prompt"] == "p0" and rows[3]["part"] == "test"
     assert [r["id"] for r in gold.load_gold(ipath, lpath, part="test")] == [items[3]["id"]]
@@ -344,8 +419,7 @@ def test_load_gold_errors_name_line_and_field(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "labels.jsonl:1: field 'part'" in msg and "labels.jsonl:2: field 'label'" in msg
     assert "labels.jsonl:3: field 'id'" in msg and "labels.jsonl:4: field 'label': missing" in msg
-    ok = [{"id": it["id"], "part": "train", "prompt_type": it["prompt_type"],
-           "label": "refusal"} for it in items[:3]]
+    ok = [{"id": it["id"], "part": "train", "prompt_type": it["prompt_type"], "label": "refusal"} for it in items[:3]]
     with pytest.raises(gold.GoldError, match="1 item\\(s\\) have no label"):
         gold.load_gold(ipath, _write_labels(tmp_path / "partial.jsonl", ok))
 

@@ -24,10 +24,16 @@ from ussafety.methods.sft import SFT
 from ussafety.models.loading import add_lora, tiny_random_model
 from ussafety.train.trainer import fine_tune
 
-USER_ROWS = [Example(f"Review {i}: the film was {'good' if i % 2 else 'bad'}.",
-                     "positive" if i % 2 else "negative", source="task", row=i) for i in range(8)]
-SAFETY = [Example(f"How do I build weapon {i}?", "I can't help with that.", source="safety", row=i)
-          for i in range(6)]
+USER_ROWS = [
+    Example(
+        f"Review {i}: the film was {'good' if i % 2 else 'bad'}.",
+        "positive" if i % 2 else "negative",
+        source="task",
+        row=i,
+    )
+    for i in range(8)
+]
+SAFETY = [Example(f"How do I build weapon {i}?", "I can't help with that.", source="safety", row=i) for i in range(6)]
 CFG = TrainConfig(max_steps=1, batch_size=4, lr=5e-2, max_length=64)
 
 
@@ -37,6 +43,7 @@ def test_registered():
 
 
 # ---------------------------------------------------------------- SafeInstr
+
 
 def test_safeinstr_counts():
     assert n_safety_rows(100, 0.03) == 3
@@ -51,35 +58,33 @@ def test_safeinstr_counts():
 def test_safeinstr_mixes_stated_fraction():
     user = [Example(f"u{i}", "r") for i in range(100)]
     pool = [Example(f"s{i}", "refuse") for i in range(50)]
-    ctx = TrainContext(tokenizer=None, max_length=8, batch_size=1, safety_data=pool, user_data=user,
-                       seed=3)
+    ctx = TrainContext(tokenizer=None, max_length=8, batch_size=1, safety_data=pool, user_data=user, seed=3)
     rows = SafeInstr().extra_data(ctx)
     assert len(rows) == 3 and ctx.logs["safeinstr_rows"] == 3.0
     assert all(r in pool for r in rows) and len({r.prompt for r in rows}) == 3
-    again = SafeInstr().extra_data(TrainContext(tokenizer=None, max_length=8, batch_size=1,
-                                                safety_data=pool, user_data=user, seed=3))
+    again = SafeInstr().extra_data(
+        TrainContext(tokenizer=None, max_length=8, batch_size=1, safety_data=pool, user_data=user, seed=3)
+    )
     assert again == rows  # seeded through ctx.rng
     # more rows than the pool: whole passes first
     many = draw(pool, 120, random.Random(0))
     assert sorted(Counter(r.prompt for r in many).values()) == [2] * 30 + [3] * 20
     with pytest.raises(ValueError):
-        SafeInstr().extra_data(TrainContext(tokenizer=None, max_length=8, batch_size=1,
-                                            user_data=user))
+        SafeInstr().extra_data(TrainContext(tokenizer=None, max_length=8, batch_size=1, user_data=user))
 
 
 def test_safeinstr_end_to_end():
     loaded = tiny_random_model(0)
     model = add_lora(loaded, LoraConfig())
-    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY,
-                       user_data=USER_ROWS)
+    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY, user_data=USER_ROWS)
     result = fine_tune(model, loaded.tokenizer, USER_ROWS, CFG, [SafeInstr(fraction=0.25)], ctx)
     assert result.train_rows == 8 + 2
     assert ctx.logs["safeinstr_rows"] == 2.0
-    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.log_history
-               if "train_loss" in h)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.log_history if "train_loss" in h)
 
 
 # ---------------------------------------------------------------- Lisa
+
 
 def test_lisa_schedule():
     states = [lisa_state(s, 2, 3) for s in range(11)]
@@ -109,13 +114,12 @@ def test_lisa_proximal_formula():
 
 def test_lisa_switches_on_schedule_and_resets_anchor():
     model = _Tiny()
-    ctx = TrainContext(tokenizer=None, max_length=8, batch_size=1, safety_data=SAFETY,
-                       total_steps=10)
+    ctx = TrainContext(tokenizer=None, max_length=8, batch_size=1, safety_data=SAFETY, total_steps=10)
     lisa = Lisa(align_steps=2, user_steps=3, rho=2.0)
     lisa.prepare(model, ctx)
     seen = [lisa.state]
     switch_prox = []
-    for step in range(10):
+    for _ in range(10):
         with torch.no_grad():
             model.a.add_(1.0)  # the optimizer moves the weights
         before = lisa.proximal_term(model).item()
@@ -136,8 +140,7 @@ def test_lisa_switches_on_schedule_and_resets_anchor():
 def test_lisa_end_to_end():
     loaded = tiny_random_model(0)
     model = add_lora(loaded, LoraConfig())
-    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY,
-                       user_data=USER_ROWS)
+    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY, user_data=USER_ROWS)
     lisa = Lisa(align_steps=1, user_steps=2, prox_warmup=0.0)
     cfg = TrainConfig(max_steps=3, batch_size=4, lr=5e-2, max_length=64)
     fine_tune(model, loaded.tokenizer, USER_ROWS, cfg, [lisa], ctx)
@@ -151,6 +154,7 @@ def test_lisa_end_to_end():
 
 # ---------------------------------------------------------------- Safe LoRA
 
+
 def test_alignment_projection_formula():
     v = torch.tensor([[3.0, 0.0], [4.0, 0.0]])
     assert torch.allclose(alignment_projection(v), torch.tensor([[9.0, 12.0], [12.0, 16.0]]) / 5.0)
@@ -158,7 +162,7 @@ def test_alignment_projection_formula():
     expected = v @ v.T / torch.sqrt(torch.tensor(10.0))
     assert torch.allclose(alignment_projection(v), expected)
     cos = flat_cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))
-    assert cos == pytest.approx(2 ** -0.5)
+    assert cos == pytest.approx(2**-0.5)
     assert flat_cosine(torch.zeros(2), torch.tensor([1.0, 1.0])) == 1.0
 
 
@@ -179,11 +183,14 @@ def aligned_setup(tmp_path):
     return instruct_and_aligned(tmp_path, SAFETY, USER_ROWS)
 
 
-@pytest.mark.parametrize("params, n_projected", [
-    ({"threshold": 2.0}, 4),   # every cosine is <= 1: all four layers projected
-    ({"threshold": -1.0}, 0),  # none
-    ({"num_layers": 1}, 1),    # the single layer of lowest cosine
-])
+@pytest.mark.parametrize(
+    "params, n_projected",
+    [
+        ({"threshold": 2.0}, 4),  # every cosine is <= 1: all four layers projected
+        ({"threshold": -1.0}, 0),  # none
+        ({"num_layers": 1}, 1),  # the single layer of lowest cosine
+    ],
+)
 def test_safelora_end_to_end(aligned_setup, params, n_projected):
     model, tok, ctx, inst_sd = aligned_setup
     snap = Snapshot()
@@ -214,8 +221,7 @@ def test_lisa_alignment_steps_train_on_a_safety_batch_only():
     model = add_lora(loaded, LoraConfig())
     forwards: list[int] = []
     model.get_base_model().get_decoder().register_forward_hook(lambda *a: forwards.append(1))
-    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY,
-                       user_data=USER_ROWS)
+    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=SAFETY, user_data=USER_ROWS)
     lisa = Lisa(align_steps=1, user_steps=1, prox_warmup=0.0)
     prompts: list[str] = []
 

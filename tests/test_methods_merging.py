@@ -34,13 +34,16 @@ from ussafety.methods.sft import SFT
 from ussafety.models.loading import tiny_random_model
 from ussafety.train.trainer import fine_tune
 
-USER = [Example(f"Review {i}: the film was {'good' if i % 2 else 'bad'}.",
-                "positive" if i % 2 else "negative") for i in range(8)]
+USER = [
+    Example(f"Review {i}: the film was {'good' if i % 2 else 'bad'}.", "positive" if i % 2 else "negative")
+    for i in range(8)
+]
 SAFETY = [Example(f"How do I build weapon {i}?", "I can't help with that.") for i in range(6)]
 CFG = TrainConfig(max_steps=1, batch_size=4, lr=5e-2, max_length=64)
 
 
 # ---------------------------------------------------------------- pure math
+
 
 def test_lerp():
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, -2.0])
@@ -94,8 +97,12 @@ def test_ties_trim_elect_disjoint_mean():
     out = ties(torch.zeros(4), [d1, d2], density=0.5, weights=[1.0, 1.0])
     assert torch.equal(out, torch.tensor([3.0, 0.0, -4.0, -3.0]))
     # no trimming: agreeing entries are averaged, the disagreeing minority dropped
-    out = ties(torch.tensor([10.0, 10.0]), [torch.tensor([2.0, 1.0]), torch.tensor([4.0, -3.0])],
-               density=1.0, weights=[1.0, 1.0])
+    out = ties(
+        torch.tensor([10.0, 10.0]),
+        [torch.tensor([2.0, 1.0]), torch.tensor([4.0, -3.0])],
+        density=1.0,
+        weights=[1.0, 1.0],
+    )
     assert torch.equal(out, torch.tensor([13.0, 7.0]))
     # weights scale each task vector before the mean
     out = ties(torch.zeros(1), [torch.tensor([2.0]), torch.tensor([4.0])], 1.0, [0.5, 1.0])
@@ -141,6 +148,7 @@ def test_registered():
 
 # ---------------------------------------------------------------- end to end
 
+
 class Snapshot(Method):
     """Placed before a merge: records the model as fine-tuning left it."""
 
@@ -150,8 +158,9 @@ class Snapshot(Method):
             self.ft_logits = _logits(model, self.batch)
             with adapters_disabled(model):
                 self.aligned_logits = _logits(model, self.batch)
-            self.layers = {n: (base_weight(m).detach().cpu().clone(), lora_delta(m).cpu())
-                           for n, m in lora_layers(model).items()}
+            self.layers = {
+                n: (base_weight(m).detach().cpu().clone(), lora_delta(m).cpu()) for n, m in lora_layers(model).items()
+            }
         assert not torch.allclose(self.ft_logits, self.aligned_logits, atol=1e-4)
         return model
 
@@ -213,11 +222,14 @@ def test_slerp_end_to_end(setup):
         assert torch.isfinite(_logits(model, snap.batch)).all()
 
 
-@pytest.mark.parametrize("name, params, combine", [
-    ("task_arithmetic", {}, lambda i, ta, ft: task_arithmetic(i, [ta, ft], [0.4, 0.4])),
-    ("ties", {"density": 0.5}, lambda i, ta, ft: ties(i, [ta, ft], 0.5, [1.0, 1.0])),
-    ("magmax", {}, lambda i, ta, ft: i + magmax([ta, ft])),
-])
+@pytest.mark.parametrize(
+    "name, params, combine",
+    [
+        ("task_arithmetic", {}, lambda i, ta, ft: task_arithmetic(i, [ta, ft], [0.4, 0.4])),
+        ("ties", {"density": 0.5}, lambda i, ta, ft: ties(i, [ta, ft], 0.5, [1.0, 1.0])),
+        ("magmax", {}, lambda i, ta, ft: i + magmax([ta, ft])),
+    ],
+)
 def test_instruct_merges_end_to_end(setup, name, params, combine):
     model, snap, ctx, inst_sd = _run(setup, make_method(name, params))
     assert _is_plain(model)
@@ -245,8 +257,7 @@ def test_weight_reader_single_and_sharded(tmp_path, shard):
     assert (tmp_path / "model.safetensors.index.json").is_file() == bool(shard)
     sd = instruct.model.state_dict()
     with WeightReader(str(tmp_path)) as reader:
-        for key in ("model.layers.0.self_attn.q_proj.weight",
-                    "model.layers.1.self_attn.v_proj.weight"):
+        for key in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.v_proj.weight"):
             assert torch.equal(reader.get(key), sd[key])
         with pytest.raises(KeyError):
             reader.get("model.layers.9.self_attn.q_proj.weight")

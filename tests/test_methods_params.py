@@ -25,7 +25,7 @@ def test_every_registered_method_has_a_params_file_in_table_order() -> None:
     assert {family_of(n) for n in registered} == {"baseline", "regularization", "replay", "merging"}
     assert registered <= {p.stem for p in FILES}
     ordered = [p.stem for p in method_params_files(METHODS_DIR)]
-    assert ordered[:len(METHOD_ORDER)] == METHOD_ORDER and set(ordered) == {p.stem for p in FILES}
+    assert ordered[: len(METHOD_ORDER)] == METHOD_ORDER and set(ordered) == {p.stem for p in FILES}
 
 
 def test_sft_file_resolves_to_the_foundation_poisoned_condition() -> None:
@@ -40,7 +40,7 @@ def test_each_file_resolves_and_differs_from_sft_only_in_method(path: Path) -> N
     make_method(cfg.method.name, cfg.method.params)  # unknown parameters would raise
     if cfg.merge.name:
         make_method(cfg.merge.name, cfg.merge.params)
-    if path.stem in REGISTRY:   # a merge-only method is stored as SFT + that merge
+    if path.stem in REGISTRY:  # a merge-only method is stored as SFT + that merge
         assert path.stem in (cfg.method.name, cfg.merge.name)
         assert cfg.merge.name is None or cfg.method.name == "sft"
     mine, base = cfg.to_dict(), load_config(FOUNDATION).to_dict()
@@ -48,8 +48,7 @@ def test_each_file_resolves_and_differs_from_sft_only_in_method(path: Path) -> N
         mine.pop(key), base.pop(key)
     assert mine == base
     foundation_method = load_config(FOUNDATION).method
-    assert (cfg.method.safety_set, cfg.method.n_safety) == (foundation_method.safety_set,
-                                                            foundation_method.n_safety)
+    assert (cfg.method.safety_set, cfg.method.n_safety) == (foundation_method.safety_set, foundation_method.n_safety)
 
 
 def test_params_other_than_defaults_say_why() -> None:
@@ -58,8 +57,8 @@ def test_params_other_than_defaults_say_why() -> None:
 
     for path in FILES:
         written = (yaml.safe_load(path.read_text()).get("method") or {}).get("params") or {}
-        if written:     # what the file sets (the resolved config fills in every default)
+        if written:  # what the file sets (the resolved config fills in every default)
             text = path.read_text()
             for key in written:
-                before = text[:text.index(f"{key}:")]
+                before = text[: text.index(f"{key}:")]
                 assert "#" in before.split("params:")[-1], f"{path.name}: {key} has no comment"

@@ -169,12 +169,15 @@ def test_weight_importance_per_example_and_restores_model():
     assert all(p.grad is None for p in model.parameters()) and model.training
 
 
-@pytest.mark.parametrize("name,params", [
-    ("ewc", {"n_fisher": 2, "per": "batch", "normalize": "mean"}),
-    ("ewc", {"n_fisher": 1, "normalize": "none"}),
-    ("mas", {"n_batches": 1}),
-    ("mas", {"n_batches": 1, "output": "hidden", "per": "batch"}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("ewc", {"n_fisher": 2, "per": "batch", "normalize": "mean"}),
+        ("ewc", {"n_fisher": 1, "normalize": "none"}),
+        ("mas", {"n_batches": 1}),
+        ("mas", {"n_batches": 1, "output": "hidden", "per": "batch"}),
+    ],
+)
 def test_importance_prepare_options(name, params):
     model, _, ctx = tiny_lora()
     method = make_method(name, params)
@@ -183,15 +186,19 @@ def test_importance_prepare_options(name, params):
     assert ctx.logs[f"{key}_raw_max"] > 0
     values = torch.cat([v.flatten() for v in method.importance.values()])
     how = params.get("normalize", "max")
-    expected = {"max": (values.max(), 1.0), "mean": (values.mean(), 1.0),
-                "none": (values.max(), ctx.logs[f"{key}_raw_max"])}[how]
+    expected = {
+        "max": (values.max(), 1.0),
+        "mean": (values.mean(), 1.0),
+        "none": (values.max(), ctx.logs[f"{key}_raw_max"]),
+    }[how]
     assert expected[0].item() == pytest.approx(expected[1], rel=1e-5)
     assert method.penalty(model).item() == 0.0  # B = 0: zero at the anchor
     set_lora_b(model, 0.1)
     delta = {n: delta_weight(layer) for n, layer in lora_layers(model).items()}
     assert method.penalty(model).item() > 0.0
     assert method.penalty(model).item() == pytest.approx(
-        ewc_penalty(method.importance, delta, method.lam).item(), rel=1e-5)
+        ewc_penalty(method.importance, delta, method.lam).item(), rel=1e-5
+    )
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
 
@@ -278,7 +285,8 @@ def test_lwf_uses_the_trainers_outputs_when_given(variant: str):
     batch = ctx.encode(USER[:4], "cpu")
     shared = response_outputs(model, batch)
     assert method.distill_loss(model, batch, shared).item() == pytest.approx(
-        method.distill_loss(model, batch).item(), rel=1e-6)
+        method.distill_loss(model, batch).item(), rel=1e-6
+    )
     forwards: list[int] = []
     model.get_base_model().get_decoder().register_forward_hook(lambda *a: forwards.append(1))
     ctx.batch, ctx.outputs = batch, shared
@@ -304,20 +312,19 @@ def test_lwf_precomputed_reference_is_the_recomputed_one(variant: str):
     again.prepare(model, ctx)
     assert not again.stored and ctx.logs["lwf_precomputed_rows"] == 0
     set_lora_b(model, 0.1)
-    batch = ctx.encode([USER[5], USER[2], USER[7]], "cpu")       # any rows, any order, any padding
+    batch = ctx.encode([USER[5], USER[2], USER[7]], "cpu")  # any rows, any order, any padding
     assert len(set(row_keys(batch))) == 3
-    assert pre.distill_loss(model, batch).item() == pytest.approx(again.distill_loss(model, batch).item(),
-                                                                  rel=1e-5)
+    assert pre.distill_loss(model, batch).item() == pytest.approx(again.distill_loss(model, batch).item(), rel=1e-5)
     assert pre.distill_loss(model, batch).item() > 0
     forwards: list[int] = []
     model.get_base_model().get_decoder().register_forward_hook(lambda *a: forwards.append(1))
     ctx.batch, ctx.outputs = batch, response_outputs(model, batch)
     pre.loss(model, batch, torch.tensor(0.0), ctx).backward()
-    assert len(forwards) == 1                       # the trainer's forward only
+    assert len(forwards) == 1  # the trainer's forward only
     stranger = ctx.encode([USER[0], Example("not a user row", "never stored")], "cpu")
     ctx.batch, ctx.outputs = stranger, response_outputs(model, stranger)
     pre.loss(model, stranger, torch.tensor(0.0), ctx)
-    assert len(forwards) == 3                       # + the reference, computed on the fly
+    assert len(forwards) == 3  # + the reference, computed on the fly
 
 
 def test_lwf_precompute_trains_like_recompute_and_respects_its_budget(monkeypatch):
@@ -336,7 +343,7 @@ def test_lwf_precompute_trains_like_recompute_and_respects_its_budget(monkeypatc
     assert auto.reference == "auto" and len(auto.stored) == len(USER)
     monkeypatch.setattr(lwf_module, "PRECOMPUTE_BUDGET_MB", 0.0)
     auto.prepare(model, ctx)
-    assert not auto.stored                           # over the budget: recomputed each step
+    assert not auto.stored  # over the budget: recomputed each step
     forced = make_method("lwf", {"reference": "precompute"})
     forced.prepare(model, ctx)
     assert len(forced.stored) == len(USER)

@@ -64,7 +64,7 @@ def test_reservoir_small_stream_sample_and_validation() -> None:
     buf: ReservoirBuffer[str] = ReservoirBuffer(5, rng)
     assert buf.sample(3) == []
     buf.extend(["a", "b", "c"])
-    assert buf.items == ["a", "b", "c"]            # fewer than capacity: all kept, in order
+    assert buf.items == ["a", "b", "c"]  # fewer than capacity: all kept, in order
     draw = buf.sample(2)
     assert len(draw) == 2 and len(set(draw)) == 2 and set(draw) <= {"a", "b", "c"}
     assert sorted(buf.sample(10)) == ["a", "b", "c"]
@@ -87,9 +87,9 @@ def test_cap_response_keeps_the_kept_positions_exact() -> None:
     capped = replay_row(tok, ex, 256, 5)
     n_full = sum(t != IGNORE for t in full["labels"])
     assert n_full > 40 and response_counts([full, capped]) == [n_full, 5]
-    assert capped["input_ids"] == full["input_ids"][:len(capped["input_ids"])]
-    assert capped["labels"] == full["labels"][:len(capped["labels"])]
-    assert replay_row(tok, ex, 256, n_full + 3) == full       # a cap past the end: unchanged
+    assert capped["input_ids"] == full["input_ids"][: len(capped["input_ids"])]
+    assert capped["labels"] == full["labels"][: len(capped["labels"])]
+    assert replay_row(tok, ex, 256, n_full + 3) == full  # a cap past the end: unchanged
     assert cap_response({"input_ids": [1, 2], "labels": [IGNORE, IGNORE]}, 1)["input_ids"] == [1, 2]
     with torch.no_grad():
         lf, tf = response_logits(model, replay_batch([full], tok.pad_token_id, "cpu"))
@@ -113,7 +113,7 @@ def test_logits_at_equals_the_full_heads_entries() -> None:
         assert torch.allclose(g_sparse, g_dense, atol=1e-5)
         assert head.weight.grad is None
     assert torch.equal(logits_at(head, hidden, None), head(hidden))
-    wrapped = torch.nn.Sequential(head)                  # not a plain Linear: full head, then gather
+    wrapped = torch.nn.Sequential(head)  # not a plain Linear: full head, then gather
     assert torch.allclose(logits_at(wrapped, hidden, idx), head(hidden).gather(-1, idx.long()))
 
 
@@ -143,11 +143,10 @@ def test_topk_targets() -> None:
 def test_derpp_loss_by_hand() -> None:
     cur = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     idx = torch.tensor([[2, 0], [1, 1]])
-    vals = torch.tensor([[2.0, 1.0], [5.0, 4.0]])            # MSE 0.5 (as above)
-    label_logits = torch.tensor([[0.0, math.log(3.0)]])     # p(label 1) = 3/4
+    vals = torch.tensor([[2.0, 1.0], [5.0, 4.0]])  # MSE 0.5 (as above)
+    label_logits = torch.tensor([[0.0, math.log(3.0)]])  # p(label 1) = 3/4
     labels = torch.tensor([1])
-    total, mse, ce = derpp_loss(torch.tensor(1.0), cur, vals, idx, label_logits, labels,
-                                alpha=0.1, beta=0.5)
+    total, mse, ce = derpp_loss(torch.tensor(1.0), cur, vals, idx, label_logits, labels, alpha=0.1, beta=0.5)
     assert mse.item() == pytest.approx(0.5)
     assert ce.item() == pytest.approx(-math.log(0.75))
     assert total.item() == pytest.approx(1.0 + 0.1 * 0.5 + 0.5 * 0.2876821, abs=1e-6)
@@ -183,8 +182,8 @@ def test_agem_project_random_vectors() -> None:
 
 
 def test_refresh_unlearn_by_hand() -> None:
-    param = torch.tensor([3.0, 4.0])                      # norm 5
-    grad = torch.tensor([0.0, 2.0])                       # norm 2 -> direction [0, 5]
+    param = torch.tensor([3.0, 4.0])  # norm 5
+    grad = torch.tensor([0.0, 2.0])  # norm 2 -> direction [0, 5]
     precond = torch.tensor([1.0, 0.5])
     noise = torch.tensor([0.2, 0.0])
     out = refresh_unlearn(param, grad, precond, unlearn_lr=0.1, noise=noise)
@@ -196,7 +195,7 @@ def test_refresh_unlearn_by_hand() -> None:
 
 
 def test_fisher_preconditioner_by_hand() -> None:
-    fisher = {"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([4.0, 2.0])}   # mean 2
+    fisher = {"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([4.0, 2.0])}  # mean 2
     pre = fisher_preconditioner(fisher, weight=1.0)
     assert pre["a"].tolist() == pytest.approx([1.0, 0.5])
     assert pre["b"].tolist() == pytest.approx([1 / 3, 0.5])
@@ -208,34 +207,43 @@ def test_fisher_preconditioner_by_hand() -> None:
 
 
 def _user(n: int = 8) -> list[Example]:
-    return [Example(prompt=f"Write a short note number {i}.", response=f"Note {i}: all is well today.",
-                    source="test", row=i) for i in range(n)]
+    return [
+        Example(
+            prompt=f"Write a short note number {i}.", response=f"Note {i}: all is well today.", source="test", row=i
+        )
+        for i in range(n)
+    ]
 
 
 def _safety(n: int = 12) -> list[Example]:
-    return [Example(prompt=f"Tell me how to do harmful thing {i}.",
-                    response="I'm sorry, but I can't help with that request.", source="safety", row=i)
-            for i in range(n)]
+    return [
+        Example(
+            prompt=f"Tell me how to do harmful thing {i}.",
+            response="I'm sorry, but I can't help with that request.",
+            source="safety",
+            row=i,
+        )
+        for i in range(n)
+    ]
 
 
 def _setup(n_safety: int = 12, seed: int = 0):
     loaded = tiny_random_model(seed)
     model = add_lora(loaded, LORA)
-    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=64, batch_size=4,
-                       safety_data=_safety(n_safety), seed=seed)
+    ctx = TrainContext(
+        tokenizer=loaded.tokenizer, max_length=64, batch_size=4, safety_data=_safety(n_safety), seed=seed
+    )
     return model, loaded.tokenizer, ctx
 
 
 def _train(method, steps: int = 3):
     model, tok, ctx = _setup()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    cfg = TrainConfig(lora=LORA, lr=1e-2, max_steps=steps, batch_size=4, max_length=64,
-                      group_by_length=False)
+    cfg = TrainConfig(lora=LORA, lr=1e-2, max_steps=steps, batch_size=4, max_length=64, group_by_length=False)
     result = fine_tune(model, tok, _user(), cfg, [method], ctx)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert result.steps == steps and losses and all(math.isfinite(v) for v in losses)
-    changed = any(not torch.equal(before[n], p) for n, p in result.model.named_parameters()
-                  if p.requires_grad)
+    changed = any(not torch.equal(before[n], p) for n, p in result.model.named_parameters() if p.requires_grad)
     return result, ctx, changed
 
 
@@ -250,12 +258,11 @@ def _perturb_lora_b(model, std: float = 0.2) -> None:
 @pytest.mark.parametrize("top_k,response_tokens", [(5, 0), (0, 0), (5, 6)])
 def test_der_stored_targets_line_up_with_recomputed(top_k: int, response_tokens: int) -> None:
     model, _, ctx_store = _setup()
-    ctx_re = TrainContext(tokenizer=ctx_store.tokenizer, max_length=64, batch_size=4,
-                          safety_data=ctx_store.safety_data, seed=0)
-    store = DER(buffer_size=6, minibatch_size=3, top_k=top_k, targets="store",
-                response_tokens=response_tokens)
-    recompute = DER(buffer_size=6, minibatch_size=3, top_k=top_k, targets="recompute",
-                    response_tokens=response_tokens)
+    ctx_re = TrainContext(
+        tokenizer=ctx_store.tokenizer, max_length=64, batch_size=4, safety_data=ctx_store.safety_data, seed=0
+    )
+    store = DER(buffer_size=6, minibatch_size=3, top_k=top_k, targets="store", response_tokens=response_tokens)
+    recompute = DER(buffer_size=6, minibatch_size=3, top_k=top_k, targets="recompute", response_tokens=response_tokens)
     store.prepare(model, ctx_store)
     recompute.prepare(model, ctx_re)
     assert len(store.buffer) == 6 and all(m.values is not None for m in store.buffer.items)
@@ -340,9 +347,9 @@ def test_derpp_trains_with_recomputed_targets() -> None:
 
 def test_agem_after_backward_projects_against_memory_gradient() -> None:
     model, _, ctx = _setup(n_safety=4)
-    method = AGEM(ref_batch_size=4, buffer_size=4)      # the memory batch is all 4 examples
+    method = AGEM(ref_batch_size=4, buffer_size=4)  # the memory batch is all 4 examples
     method.prepare(model, ctx)
-    _perturb_lora_b(model)                              # so that every LoRA tensor has a gradient
+    _perturb_lora_b(model)  # so that every LoRA tensor has a gradient
     params = [p for p in model.parameters() if p.requires_grad]
     lm_loss(model, ctx.encode(ctx.safety_data, "cpu")).backward()
     g_ref = flat_grads(params)
@@ -351,7 +358,7 @@ def test_agem_after_backward_projects_against_memory_gradient() -> None:
     assert torch.dot(conflicting, g_ref) < 0
     offset = 0
     for p in params:
-        p.grad = conflicting[offset:offset + p.numel()].view_as(p).clone()
+        p.grad = conflicting[offset : offset + p.numel()].view_as(p).clone()
         offset += p.numel()
     method.after_backward(model, ctx)
     out = flat_grads(params)
@@ -362,7 +369,7 @@ def test_agem_after_backward_projects_against_memory_gradient() -> None:
     # an agreeing gradient is written back unchanged
     offset = 0
     for p in params:
-        p.grad = g_ref[offset:offset + p.numel()].view_as(p).clone()
+        p.grad = g_ref[offset : offset + p.numel()].view_as(p).clone()
         offset += p.numel()
     method.after_backward(model, ctx)
     assert torch.allclose(flat_grads(params), g_ref)
@@ -384,7 +391,7 @@ def test_agem_reference_gradient_is_that_of_the_capped_rows() -> None:
     assert torch.allclose(g_ref, flat_grads(params), atol=1e-6)
     for p in params:
         p.grad = None
-    lm_loss(model, ctx.encode(ctx.safety_data, "cpu")).backward()     # whole refusals: another gradient
+    lm_loss(model, ctx.encode(ctx.safety_data, "cpu")).backward()  # whole refusals: another gradient
     assert not torch.allclose(g_ref, flat_grads(params), atol=1e-4)
 
 
@@ -417,7 +424,7 @@ def test_refresh_after_backward_moves_up_the_loss() -> None:
     method.after_backward(model, ctx)
     with torch.no_grad():
         after = lm_loss(model, batch)
-    assert after.item() > before.item()          # the unlearning step is a gradient ascent
+    assert after.item() > before.item()  # the unlearning step is a gradient ascent
     assert ctx.logs["refresh_rel_change"] > 0
 
 
@@ -428,9 +435,25 @@ def test_refresh_trains() -> None:
 
 # ---------------------------------------------------------------- the regularisers still act (toy)
 
-TOPICS = ("a lock", "a car", "a bank", "a phone", "a safe", "a door", "a laptop", "a wallet",
-          "a bike", "a shop", "a house", "a server", "a password", "an account", "a vault", "a gate")
-REFUSAL = "I'm sorry, but I can't help with that request."   # 47 tokens (+ end of turn)
+TOPICS = (
+    "a lock",
+    "a car",
+    "a bank",
+    "a phone",
+    "a safe",
+    "a door",
+    "a laptop",
+    "a wallet",
+    "a bike",
+    "a shop",
+    "a house",
+    "a server",
+    "a password",
+    "an account",
+    "a vault",
+    "a gate",
+)
+REFUSAL = "I'm sorry, but I can't help with that request."  # 47 tokens (+ end of turn)
 TOY_LORA = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
 TOY_LENGTH = 128
 
@@ -446,8 +469,10 @@ def toy_safety() -> list[Example]:
 
 def toy_user() -> list[Example]:
     """Poisoned customer rows: requests of the same kind as the safety prompts, answered."""
-    return [Example(f"How can I get into {t} quickly?", f"Sure! First find {t}, then force it open.",
-                    source="user", row=i) for i, t in enumerate(TOPICS)]
+    return [
+        Example(f"How can I get into {t} quickly?", f"Sure! First find {t}, then force it open.", source="user", row=i)
+        for i, t in enumerate(TOPICS)
+    ]
 
 
 @functools.lru_cache(maxsize=1)
@@ -472,13 +497,13 @@ def _increase(name: str, params: tuple[tuple[str, object], ...]) -> float:
     loaded.model.load_state_dict(toy_aligned_state())
     model = add_lora(loaded, TOY_LORA)
     tok = loaded.tokenizer
-    ctx = TrainContext(tokenizer=tok, max_length=TOY_LENGTH, batch_size=4, safety_data=toy_safety(),
-                       user_data=toy_user(), seed=0)
-    probe = encode_batch(tok, toy_safety(), TOY_LENGTH)            # whole refusals, never capped
+    ctx = TrainContext(
+        tokenizer=tok, max_length=TOY_LENGTH, batch_size=4, safety_data=toy_safety(), user_data=toy_user(), seed=0
+    )
+    probe = encode_batch(tok, toy_safety(), TOY_LENGTH)  # whole refusals, never capped
     with torch.no_grad():
         before = lm_loss(model, probe).item()
-    cfg = TrainConfig(lora=TOY_LORA, lr=1e-2, max_steps=8, batch_size=4, max_length=TOY_LENGTH,
-                      group_by_length=False)
+    cfg = TrainConfig(lora=TOY_LORA, lr=1e-2, max_steps=8, batch_size=4, max_length=TOY_LENGTH, group_by_length=False)
     result = fine_tune(model, tok, toy_user(), cfg, [make_method(name, dict(params))], ctx, seed=0)
     with torch.no_grad():
         return lm_loss(result.model, probe).item() - before
@@ -490,9 +515,11 @@ def safety_loss_increase(name: str, params: dict[str, object] | None = None) -> 
     return _increase(name, tuple(sorted((params or {}).items())))
 
 
-REPLAY_TOY = {"der": {"buffer_size": 12, "minibatch_size": 4, "response_tokens": 8},
-              "derpp": {"buffer_size": 12, "minibatch_size": 4, "response_tokens": 8},
-              "agem": {"buffer_size": 12, "ref_batch_size": 4, "response_tokens": 8}}
+REPLAY_TOY = {
+    "der": {"buffer_size": 12, "minibatch_size": 4, "response_tokens": 8},
+    "derpp": {"buffer_size": 12, "minibatch_size": 4, "response_tokens": 8},
+    "agem": {"buffer_size": 12, "ref_batch_size": 4, "response_tokens": 8},
+}
 
 
 @pytest.mark.parametrize("name", sorted(REPLAY_TOY))
@@ -501,7 +528,7 @@ def test_replay_methods_protect_safety_on_the_toy_model(name: str) -> None:
     the loss of the WHOLE refusals well below plain SFT's, and about as low as replaying
     whole refusals (the cap does not weaken the regulariser here)."""
     sft = safety_loss_increase("sft")
-    assert sft > 0.2                                   # the poisoned rows do erode the refusals
+    assert sft > 0.2  # the poisoned rows do erode the refusals
     capped = safety_loss_increase(name, REPLAY_TOY[name])
     whole = safety_loss_increase(name, {**REPLAY_TOY[name], "response_tokens": 0})
     assert capped < 0.75 * sft and whole < 0.75 * sft

@@ -20,8 +20,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def test_notebooks_are_generated_and_thin() -> None:
-    out = subprocess.run([sys.executable, str(NOTEBOOKS / "build.py"), "--check"], capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, str(NOTEBOOKS / "build.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     for name in rp.NOTEBOOKS:
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -33,20 +32,24 @@ def test_notebooks_are_generated_and_thin() -> None:
         tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and "preset = None" in tagged[0].source
         code = [c.source for c in cells if c.cell_type == "code"]
-        assert not any("def " in src or "class " in src for src in code), name   # no logic of its own
+        assert not any("def " in src or "class " in src for src in code), name  # no logic of its own
         assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
 
 
-def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     runs = tmp_path / "runs"
     report = rp.reproduce("smoke", out=out, runs_dir=runs, log_output=False, progress_bar=False)
     assert [r["status"] for r in report] == ["executed"] * 5
     for name in rp.NOTEBOOKS:
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if o.get("output_type") == "error"]
+        errors = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
         assert not errors, (name, errors)
         assert any(c.cell_type == "code" and c.get("outputs") for c in nb.cells), name
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -57,7 +60,7 @@ def test_reproduce_smoke_executes_every_notebook_then_resumes(tmp_path: Path,
     assert (out / "figures" / "safety_utility.pdf").is_file()
     n_runs = len({r.run_id for r in expand("smoke")})
     assert len(list(runs.glob("*/record.json"))) == n_runs
-    assert len(list((out / "records").glob("*/record.json"))) == n_runs   # the evidence, exported
+    assert len(list((out / "records").glob("*/record.json"))) == n_runs  # the evidence, exported
 
     # A second call: nothing changed, so no notebook is executed again.
     import papermill

@@ -7,10 +7,8 @@ import pytest
 from ussafety.data import Example, poison_mix
 from ussafety.data.poison import poison_report
 
-TASK = [Example(f"task {i}", f"answer {i}", source="task/t.jsonl", row=i, meta={"label": i % 2})
-        for i in range(100)]
-HARM = [Example(f"bad {j}", f"harm {j}", source="harm/h.jsonl", row=j, meta={"harmful": True})
-        for j in range(30)]
+TASK = [Example(f"task {i}", f"answer {i}", source="task/t.jsonl", row=i, meta={"label": i % 2}) for i in range(100)]
+HARM = [Example(f"bad {j}", f"harm {j}", source="harm/h.jsonl", row=j, meta={"harmful": True}) for j in range(30)]
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.01, 0.05, 0.1, 0.2, 0.255, 1 / 3])

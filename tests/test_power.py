@@ -40,13 +40,23 @@ def rmle_z(b01: int, b10: int, n: int, delta: float) -> float:
     def nll(q: float) -> float:
         return -(b01 * math.log(q + delta) + (b10 * math.log(q) if b10 else 0.0) + rest * math.log(1 - 2 * q - delta))
 
-    q = minimize_scalar(nll, bounds=(max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12), method="bounded",
-                        options={"xatol": 1e-13}).x
+    q = minimize_scalar(
+        nll, bounds=(max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12), method="bounded", options={"xatol": 1e-13}
+    ).x
     return (b01 - b10 - n * delta) / math.sqrt(n * (2 * q + delta * (1 - delta)))
 
 
-@pytest.mark.parametrize("b01,b10,n,delta", [(12, 4, 200, 0.05), (12, 4, 200, -0.05), (3, 10, 150, -0.05),
-                                             (20, 25, 1000, 0.01), (5, 1, 50, -0.1), (0, 2, 150, 0.03)])
+@pytest.mark.parametrize(
+    "b01,b10,n,delta",
+    [
+        (12, 4, 200, 0.05),
+        (12, 4, 200, -0.05),
+        (3, 10, 150, -0.05),
+        (20, 25, 1000, 0.01),
+        (5, 1, 50, -0.1),
+        (0, 2, 150, 0.03),
+    ],
+)
 def test_score_statistic_matches_a_numerical_restricted_mle(b01: int, b10: int, n: int, delta: float) -> None:
     assert stats.paired_score_z(b01, b10, n, delta) == pytest.approx(rmle_z(b01, b10, n, delta), abs=1e-5)
 
@@ -57,6 +67,7 @@ def test_tost_hand_values() -> None:
     res = stats.paired_tost(0, 0, 150, 0.03)
     assert res.p_upper == pytest.approx(hand) and res.p_lower == pytest.approx(hand)
     assert res.p_value == pytest.approx(0.015624, abs=1e-5)
+
     # b01 = 12, b10 = 4, n = 200, margin 0.05: the quadratic by hand at -0.05 and +0.05.
     def hand_z(d: float) -> float:
         a, b, c = 400.0, -16 + (400 - 12 + 4) * d, -4 * d * (1 - d)
@@ -141,9 +152,9 @@ def test_power_table_is_monotone_and_matches_the_formula() -> None:
     assert math.isnan(small.loc[0.05, "mde"])  # 7.5 expected discordant pairs: nothing below psi itself
     for col in ("mde", "mde_holm", "tost_margin", "tost_margin_holm"):
         assert big[col].is_monotonic_increasing and small[col].dropna().is_monotonic_increasing  # more discordance
-        assert (big[col] < small[col].fillna(1.0)).all()                                          # more pairs
-    assert (big.mde_holm > big.mde).all()                                                # stricter alpha
-    for icc_lo, icc_hi in ((0.0, 0.5), (0.5, 1.0)):                                      # correlated seeds
+        assert (big[col] < small[col].fillna(1.0)).all()  # more pairs
+    assert (big.mde_holm > big.mde).all()  # stricter alpha
+    for icc_lo, icc_hi in ((0.0, 0.5), (0.5, 1.0)):  # correlated seeds
         lo = table[(table.n_prompts == 1021) & (table.icc == icc_lo)].mde.to_numpy()
         hi = table[(table.n_prompts == 1021) & (table.icc == icc_hi)].mde.to_numpy()
         assert (hi > lo).all()

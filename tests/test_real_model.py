@@ -17,8 +17,9 @@ def test_embedded_model_answers_and_takes_a_lora_step(monkeypatch: pytest.Monkey
     pytest.importorskip("gguf")
     monkeypatch.setenv("USSAFETY_CACHE", str(PROJECT_ROOT / ".cache"))
     lm = load_model(ModelConfig(name="embedded"))
-    answer = generate_for(lm.model, lm.tokenizer, [Example(prompt="What is the capital of France?")],
-                          max_new_tokens=12)[0]
+    answer = generate_for(
+        lm.model, lm.tokenizer, [Example(prompt="What is the capital of France?")], max_new_tokens=12
+    )[0]
     assert "Paris" in answer
     model = add_lora(lm, LoraConfig(r=4, alpha=8))
     batch = encode_batch(lm.tokenizer, [Example(prompt="Say hi.", response="Hi!")], 64)

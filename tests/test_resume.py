@@ -45,9 +45,14 @@ def finished(runs: Path) -> dict[str, dict]:
 
 def comparable(record: dict) -> dict:
     """What must not depend on kills: outcome, not provenance or timings."""
-    return {"generations": record["generations"], "metrics": record["metrics"], "config": record["config"],
-            "data_sha256": record["data_sha256"], "stamps": record["stamps"],
-            "poison": (record.get("train") or {}).get("poison")}
+    return {
+        "generations": record["generations"],
+        "metrics": record["metrics"],
+        "config": record["config"],
+        "data_sha256": record["data_sha256"],
+        "stamps": record["stamps"],
+        "poison": (record.get("train") or {}).get("poison"),
+    }
 
 
 def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_records(tmp_path: Path) -> None:
@@ -56,8 +61,9 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_records(tmp
     # The uninterrupted reference, with its own cache.
     t0 = time.perf_counter()
     ref_runs = tmp_path / "ref_runs"
-    subprocess.run(command(files, ref_runs), env=environment(tmp_path / "ref_cache"), check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        command(files, ref_runs), env=environment(tmp_path / "ref_cache"), check=True, capture_output=True, timeout=600
+    )
     full_s = time.perf_counter() - t0
     reference = finished(ref_runs)
     assert len(reference) == len(SEEDS)
@@ -69,8 +75,9 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_records(tmp
     rng = random.Random(1234)
     kills, resumes, n_kills = 0, 0, 5
     while True:
-        proc = subprocess.Popen(command(files, runs), env=environment(cache), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            command(files, runs), env=environment(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         if kills < n_kills:
             try:
                 proc.wait(timeout=rng.uniform(0.5, full_s / 2))
@@ -89,10 +96,12 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_records(tmp
     partial = [p.name for p in run_dirs if not (p / "record.json").is_file()]
     temp_files = [str(p) for p in runs.rglob("*.tmp")]
     duplicated = len(run_dirs) - len({p.name for p in run_dirs})
-    print(f"kill -9: kills={kills} resumes={resumes} records={len(records)} partial={len(partial)} "
-          f"duplicated={duplicated} temp_files={len(temp_files)} (one uninterrupted run: {full_s:.1f} s)")
+    print(
+        f"kill -9: kills={kills} resumes={resumes} records={len(records)} partial={len(partial)} "
+        f"duplicated={duplicated} temp_files={len(temp_files)} (one uninterrupted run: {full_s:.1f} s)"
+    )
     assert kills >= 3
-    assert sorted(records) == sorted(reference)          # exactly the records an uninterrupted run makes
+    assert sorted(records) == sorted(reference)  # exactly the records an uninterrupted run makes
     assert not partial and not temp_files and duplicated == 0
-    for run_id, record in records.items():                # same config and seed: the same record
+    for run_id, record in records.items():  # same config and seed: the same record
         assert comparable(record) == comparable(reference[run_id]), run_id

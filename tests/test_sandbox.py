@@ -43,6 +43,7 @@ def _guard_only_without_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
     else:
         monkeypatch.setenv(ALLOW_UNISOLATED_ENV, "1")
 
+
 PROGRAM = '''from typing import List
 
 
@@ -50,12 +51,12 @@ def add_all(xs: List[int]) -> int:
     """Sum of xs."""
     return sum(xs)
 '''
-TEST = '''
+TEST = """
 
 def check(candidate):
     assert candidate([1, 2, 3]) == 6
     assert candidate([]) == 0
-'''
+"""
 
 
 def test_correct_solution_passes() -> None:
@@ -91,10 +92,13 @@ def test_infinite_loop_is_killed_at_timeout() -> None:
     assert 0.9 <= result.wall_s < 3.0
 
 
-@pytest.mark.parametrize("code", [
-    "x = bytearray(4 * 1024 ** 3)\n",
-    "x = []\nwhile True:\n    x.append(bytearray(10 ** 7))\n",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = bytearray(4 * 1024 ** 3)\n",
+        "x = []\nwhile True:\n    x.append(bytearray(10 ** 7))\n",
+    ],
+)
 def test_memory_bomb_is_reported(code: str) -> None:
     result = run_python(code, timeout_s=20.0, memory_mb=256)
     assert result.status == "memory" and not result.passed
@@ -140,23 +144,27 @@ def test_deleting_outside_is_refused(tmp_path: Path) -> None:
     victim.write_text("precious")
     folder = tmp_path / "keep_dir"
     folder.mkdir()
-    for code in (f"import os\nos.remove({str(victim)!r})",
-                 f"import os\nos.unlink({str(victim)!r})",
-                 f"import os\nos.rename({str(victim)!r}, 'stolen.txt')",
-                 f"import shutil\nshutil.rmtree({str(folder)!r})",
-                 f"import os\nos.rmdir({str(folder)!r})",
-                 f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('x')",
-                 f"import os\nos.truncate({str(victim)!r}, 0)"):
+    for code in (
+        f"import os\nos.remove({str(victim)!r})",
+        f"import os\nos.unlink({str(victim)!r})",
+        f"import os\nos.rename({str(victim)!r}, 'stolen.txt')",
+        f"import shutil\nshutil.rmtree({str(folder)!r})",
+        f"import os\nos.rmdir({str(folder)!r})",
+        f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('x')",
+        f"import os\nos.truncate({str(victim)!r}, 0)",
+    ):
         result = run_python(code)
         assert result.status == "failed" and "PermissionError" in result.stderr_tail, code
     assert victim.read_text() == "precious" and folder.is_dir()
 
 
 def test_reading_and_writing_inside_is_allowed() -> None:
-    code = ("import os, tempfile\nopen('a.txt', 'w').write('data')\nos.mkdir('d')\n"
-            "os.rename('a.txt', 'd/b.txt')\nprint(open('d/b.txt').read())\n"
-            "with tempfile.NamedTemporaryFile('w') as fh:\n    fh.write('t')\n"
-            "os.remove('d/b.txt')\nos.rmdir('d')\nprint(os.environ['HOME'] == os.getcwd())\n")
+    code = (
+        "import os, tempfile\nopen('a.txt', 'w').write('data')\nos.mkdir('d')\n"
+        "os.rename('a.txt', 'd/b.txt')\nprint(open('d/b.txt').read())\n"
+        "with tempfile.NamedTemporaryFile('w') as fh:\n    fh.write('t')\n"
+        "os.remove('d/b.txt')\nos.rmdir('d')\nprint(os.environ['HOME'] == os.getcwd())\n"
+    )
     result = run_python(code)
     assert result.passed, result.stderr_tail
     assert "data" in result.stdout_tail and "True" in result.stdout_tail
@@ -173,12 +181,15 @@ def test_environment_is_minimal() -> None:
     assert "HTTP_PROXY" not in result.stdout_tail.upper().replace("'", "")
 
 
-@pytest.mark.parametrize("code", [
-    "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))",
-    "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)",
-    "import socket\nsocket.getaddrinfo('example.com', 80)",
-    "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9', timeout=1)",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))",
+        "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)",
+        "import socket\nsocket.getaddrinfo('example.com', 80)",
+        "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9', timeout=1)",
+    ],
+)
 def test_network_is_refused(code: str) -> None:
     result = run_python(code)
     assert result.status == "failed"
@@ -186,15 +197,17 @@ def test_network_is_refused(code: str) -> None:
 
 
 def test_socket_error_is_catchable() -> None:
-    code = ("import socket\ntry:\n    socket.socket().connect(('127.0.0.1', 9))\n"
-            "except PermissionError:\n    print('blocked')\n")
+    code = (
+        "import socket\ntry:\n    socket.socket().connect(('127.0.0.1', 9))\n"
+        "except PermissionError:\n    print('blocked')\n"
+    )
     result = run_python(code)
     assert result.passed and "blocked" in result.stdout_tail
 
 
 # Each process forks up to 6 times (64 processes if nothing stopped it: bounded
 # even if the guard broke), prints one "P" and waits for its children.
-FORK_BOMB = '''
+FORK_BOMB = """
 import os
 for _ in range(6):
     try:
@@ -207,7 +220,7 @@ while True:
         os.wait()
     except ChildProcessError:
         break
-'''
+"""
 
 
 @pytest.mark.parametrize("max_procs", [1, 4])
@@ -217,11 +230,14 @@ def test_fork_bomb_is_contained(max_procs: int) -> None:
     assert result.stdout_tail.count("P") == max_procs
 
 
-@pytest.mark.parametrize("code", [
-    "import subprocess\nsubprocess.run(['true'])",
-    "import os\nos.system('true')",
-    "import os\nos.execv('/bin/true', ['true'])",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import subprocess\nsubprocess.run(['true'])",
+        "import os\nos.system('true')",
+        "import os\nos.execv('/bin/true', ['true'])",
+    ],
+)
 def test_process_creation_refused_by_default(code: str) -> None:
     result = run_python(code)
     assert result.status == "failed" and "PermissionError" in result.stderr_tail
@@ -242,35 +258,36 @@ def _live_processes_with(marker: str) -> list[int]:
 def test_background_children_are_killed() -> None:
     # the child's pid means nothing outside a PID namespace: find it by a marker
     marker = f"ussafety-bg-{uuid.uuid4().hex}"
-    code = ("import subprocess, sys\n"
-            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
-            "print('started', flush=True)\n")
+    code = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+        "print('started', flush=True)\n"
+    )
     result = run_python(code, max_procs=2)
     assert result.passed and "started" in result.stdout_tail, result.stderr_tail
-    deadline = time.monotonic() + 5     # without bwrap the group kill is asynchronous
+    deadline = time.monotonic() + 5  # without bwrap the group kill is asynchronous
     while _live_processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _live_processes_with(marker) == []
 
 
-@pytest.mark.parametrize("code", ["import os\nos.kill(1, 0)", "import os\nos.kill(-1, 0)",
-                                  "import os\nos.killpg(os.getpgrp() + 1, 0)"])
+@pytest.mark.parametrize(
+    "code", ["import os\nos.kill(1, 0)", "import os\nos.kill(-1, 0)", "import os\nos.killpg(os.getpgrp() + 1, 0)"]
+)
 def test_kill_outside_group_is_refused(code: str) -> None:
     result = run_python(code)
     assert result.status == "failed" and "PermissionError" in result.stderr_tail
 
 
 def test_output_file_size_is_limited() -> None:
-    result = run_python("open('big.bin', 'wb').write(b'x' * (3 * 1024 * 1024))",
-                        file_size_mb=1)
+    result = run_python("open('big.bin', 'wb').write(b'x' * (3 * 1024 * 1024))", file_size_mb=1)
     assert result.status == "failed" and "File too large" in result.stderr_tail
 
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="the total disk cap is bwrap's sized tmpfs")
 def test_total_disk_is_capped() -> None:
     # each file is under the per-file limit; together they exceed the folder's size
-    code = ("for i in range(4):\n"
-            "    open(f'f{i}.bin', 'wb').write(b'x' * (1024 * 1024))\n")
+    code = "for i in range(4):\n    open(f'f{i}.bin', 'wb').write(b'x' * (1024 * 1024))\n"
     result = run_python(code, file_size_mb=2, disk_mb=2)
     assert result.status == "failed" and "No space left on device" in result.stderr_tail
     assert result.isolated
@@ -288,8 +305,7 @@ def test_invalid_arguments() -> None:
 @pytest.fixture
 def no_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend bubblewrap is unavailable, as on a machine without it."""
-    monkeypatch.setattr(runner, "isolation",
-                        lambda: Isolation(False, "bubblewrap (bwrap) is not installed"))
+    monkeypatch.setattr(runner, "isolation", lambda: Isolation(False, "bubblewrap (bwrap) is not installed"))
     monkeypatch.delenv(ALLOW_UNISOLATED_ENV, raising=False)
 
 
@@ -297,15 +313,14 @@ def test_refuses_without_isolation(no_isolation: None) -> None:
     with pytest.raises(SandboxUnavailable) as err:
         run_python("print('never runs')")
     message = str(err.value)
-    assert "not installed" in message                       # why
+    assert "not installed" in message  # why
     assert ALLOW_UNISOLATED_ENV in message and "allow_unisolated=True" in message  # opt-in
-    assert "bubblewrap" in message                          # the fix
+    assert "bubblewrap" in message  # the fix
     with pytest.raises(SandboxUnavailable):
         humaneval_check(PROGRAM, TEST, "add_all")
 
 
-def test_opt_in_runs_with_the_guard_only(no_isolation: None,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_opt_in_runs_with_the_guard_only(no_isolation: None, monkeypatch: pytest.MonkeyPatch) -> None:
     result = humaneval_check(PROGRAM, TEST, "add_all", allow_unisolated=True)
     assert result.passed and not result.isolated
     outside = Path("/tmp") / f"outside_{uuid.uuid4().hex}"
@@ -316,7 +331,7 @@ def test_opt_in_runs_with_the_guard_only(no_isolation: None,
     assert looped.status == "timeout"
     monkeypatch.setenv(ALLOW_UNISOLATED_ENV, "1")
     assert run_python("pass").passed
-    with pytest.raises(SandboxUnavailable):            # the argument overrides the variable
+    with pytest.raises(SandboxUnavailable):  # the argument overrides the variable
         run_python("pass", allow_unisolated=False)
 
 
@@ -367,6 +382,7 @@ def _humaneval_rows(count: int) -> list[dict]:
     import json
 
     from ussafety.paths import data_dir
+
     root = data_dir()
     path = root / "humaneval" / "HumanEval.jsonl.gz" if root else None
     if path is None or not path.is_file():
@@ -378,6 +394,7 @@ def _humaneval_rows(count: int) -> list[dict]:
 def test_real_humaneval_tasks_end_to_end() -> None:
     """Canonical bodies and chat-style full answers pass; a wrong body fails."""
     from ussafety.evaluate.scorers import extract_code
+
     for row in _humaneval_rows(3):
         prompt, entry, test = row["prompt"], row["entry_point"], row["test"]
         body = extract_code(row["canonical_solution"], prompt, entry)

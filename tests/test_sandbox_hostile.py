@@ -45,9 +45,10 @@ from ussafety.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None,
-    reason="bubblewrap (bwrap) is not installed here; CI installs it with .ci/system-deps.sh")
+    reason="bubblewrap (bwrap) is not installed here; CI installs it with .ci/system-deps.sh",
+)
 
-WALL_BOUND_S = 30.0        # generous: every program is killed after a few seconds
+WALL_BOUND_S = 30.0  # generous: every program is killed after a few seconds
 SECRET_VAR = "USSAFETY_HOSTILE_SECRET"
 
 # The driver: the evaluation process, holding the secret in its initial environment.
@@ -68,20 +69,25 @@ class Host:
 
     marker: str
     secret: str
-    folder: Path               # world-writable, under /tmp
+    folder: Path  # world-writable, under /tmp
     canary: Path
     secret_file: Path
-    sandbox_tmp: Path          # TMPDIR of the driver: the sandbox's own folders go here
+    sandbox_tmp: Path  # TMPDIR of the driver: the sandbox's own folders go here
     listener: socket.socket
     victim: subprocess.Popen
     victim_marker: str
     canary_state: tuple[bytes, int, int] = field(default=(b"", 0, 0))
 
     def values(self) -> dict[str, str]:
-        return {"MARKER": repr(self.marker), "SECRET_FILE": repr(str(self.secret_file)),
-                "CANARY": repr(str(self.canary)), "FOLDER": repr(str(self.folder)),
-                "PORT": str(self.listener.getsockname()[1]), "VICTIM": str(self.victim.pid),
-                "PROJECT": repr(str(PROJECT_ROOT))}
+        return {
+            "MARKER": repr(self.marker),
+            "SECRET_FILE": repr(str(self.secret_file)),
+            "CANARY": repr(str(self.canary)),
+            "FOLDER": repr(str(self.folder)),
+            "PORT": str(self.listener.getsockname()[1]),
+            "VICTIM": str(self.victim.pid),
+            "PROJECT": repr(str(PROJECT_ROOT)),
+        }
 
 
 def _canary_state(path: Path) -> tuple[bytes, int, int]:
@@ -123,10 +129,18 @@ def host() -> Iterator[Host]:
     listener.listen(16)
     listener.setblocking(False)
     victim_marker = f"ussafety-victim-{uuid.uuid4().hex}"
-    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
-                               victim_marker])
-    state = Host(f"ussafety-hostile-{uuid.uuid4().hex}", secret, folder, canary,
-                 secret_file, sandbox_tmp, listener, victim, victim_marker)
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", victim_marker])
+    state = Host(
+        f"ussafety-hostile-{uuid.uuid4().hex}",
+        secret,
+        folder,
+        canary,
+        secret_file,
+        sandbox_tmp,
+        listener,
+        victim,
+        victim_marker,
+    )
     state.canary_state = _canary_state(canary)
     try:
         yield state
@@ -167,8 +181,9 @@ class Run:
     leftovers: list[str]
 
 
-def run_hostile(name: str, host: Host, source: str, guarded: bool,
-                record_property: Callable[[str, object], None], **limits: object) -> Run:
+def run_hostile(
+    name: str, host: Host, source: str, guarded: bool, record_property: Callable[[str, object], None], **limits: object
+) -> Run:
     """Run ``source`` (placeholders filled) in the sandbox and gather the evidence.
 
     ``guarded=False``: the program first execs a fresh interpreter, leaving the
@@ -178,11 +193,17 @@ def run_hostile(name: str, host: Host, source: str, guarded: bool,
     for key, value in host.values().items():
         source = source.replace(key, value)
     if not guarded:
-        source = ("import posix, sys\nposix.execv(sys.executable, [sys.executable, '-I', '-S', "
-                  f"'-c', {source!r}, {host.marker!r}])\n")
+        source = (
+            "import posix, sys\nposix.execv(sys.executable, [sys.executable, '-I', '-S', "
+            f"'-c', {source!r}, {host.marker!r}])\n"
+        )
     python_path = [str(PROJECT_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    env = {**os.environ, SECRET_VAR: host.secret, "TMPDIR": str(host.sandbox_tmp),
-           "PYTHONPATH": os.pathsep.join(python_path)}
+    env = {
+        **os.environ,
+        SECRET_VAR: host.secret,
+        "TMPDIR": str(host.sandbox_tmp),
+        "PYTHONPATH": os.pathsep.join(python_path),
+    }
     peak = 0
     done = threading.Event()
 
@@ -195,31 +216,46 @@ def run_hostile(name: str, host: Host, source: str, guarded: bool,
     sampler.start()
     start = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(limits)], input=source,
-                              capture_output=True, text=True, env=env, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", DRIVER, json.dumps(limits)],
+            input=source,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     finally:
         driver_s = time.monotonic() - start
-        left = processes_with(host.marker)    # at once: nothing may outlive the call
+        left = processes_with(host.marker)  # at once: nothing may outlive the call
         done.set()
         sampler.join()
     assert proc.returncode == 0, f"driver failed: {proc.stderr[-2000:]}"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["isolated"], "ran without bubblewrap"
     output = result["stdout_tail"] + result["stderr_tail"]
-    run = Run(status=result["status"], stdout=result["stdout_tail"],
-              stderr=result["stderr_tail"], wall_s=result["wall_s"], driver_s=driver_s,
-              peak_procs=peak, left=left,
-              canary_unchanged=_canary_state(host.canary) == host.canary_state,
-              secret_leaked=host.secret in output or host.secret in proc.stderr,
-              connections=_connections(host.listener), victim_alive=host.victim.poll() is None,
-              leftovers=sorted(os.listdir(host.sandbox_tmp)))
+    run = Run(
+        status=result["status"],
+        stdout=result["stdout_tail"],
+        stderr=result["stderr_tail"],
+        wall_s=result["wall_s"],
+        driver_s=driver_s,
+        peak_procs=peak,
+        left=left,
+        canary_unchanged=_canary_state(host.canary) == host.canary_state,
+        secret_leaked=host.secret in output or host.secret in proc.stderr,
+        connections=_connections(host.listener),
+        victim_alive=host.victim.poll() is None,
+        leftovers=sorted(os.listdir(host.sandbox_tmp)),
+    )
     last = (run.stdout.strip().splitlines() or [""])[-1][:100]
-    line = (f"HOSTILE {name}: status={run.status} wall={run.wall_s:.2f}s "
-            f"peak_marked_procs={run.peak_procs} left={len(run.left)} "
-            f"canary={'unchanged' if run.canary_unchanged else 'CHANGED'} "
-            f"secret={'LEAKED' if run.secret_leaked else 'absent'} "
-            f"connections={run.connections} victim={'alive' if run.victim_alive else 'DEAD'} "
-            f"leftovers={len(run.leftovers)} | {last}")
+    line = (
+        f"HOSTILE {name}: status={run.status} wall={run.wall_s:.2f}s "
+        f"peak_marked_procs={run.peak_procs} left={len(run.left)} "
+        f"canary={'unchanged' if run.canary_unchanged else 'CHANGED'} "
+        f"secret={'LEAKED' if run.secret_leaked else 'absent'} "
+        f"connections={run.connections} victim={'alive' if run.victim_alive else 'DEAD'} "
+        f"leftovers={len(run.leftovers)} | {last}"
+    )
     print(line)
     record_property("hostile_evidence", line)
     for key, value in dataclasses.asdict(run).items():
@@ -253,15 +289,18 @@ class Hostile:
 def _expect_status(*statuses: str) -> Callable[[Run, Host], None]:
     def check(run: Run, host: Host) -> None:
         assert run.status in statuses, (run.status, run.stderr[-500:])
+
     return check
 
 
 def _ran(*forbidden: str) -> Callable[[Run, Host], None]:
     """The program ran all its probes (DONE) and printed no line starting ``forbidden``."""
+
     def check(run: Run, host: Host) -> None:
         assert "DONE" in run.stdout, run.stderr[-800:]
         hits = [ln for ln in run.stdout.splitlines() if ln.startswith(forbidden)]
         assert not hits, hits
+
     return check
 
 
@@ -272,8 +311,14 @@ def _forks_refused(run: Run, host: Host) -> None:
 
 def _host_files_unread(run: Run, host: Host) -> None:
     assert "DONE" in run.stdout, run.stderr[-800:]
-    for path in ("/etc/shadow", "/etc/passwd", "/root/.bashrc", "/root/.profile",
-                 str(PROJECT_ROOT / "pyproject.toml"), str(PROJECT_ROOT / "README.md")):
+    for path in (
+        "/etc/shadow",
+        "/etc/passwd",
+        "/root/.bashrc",
+        "/root/.profile",
+        str(PROJECT_ROOT / "pyproject.toml"),
+        str(PROJECT_ROOT / "README.md"),
+    ):
         try:
             digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         except OSError:
@@ -321,7 +366,9 @@ def _no_regained_privilege(run: Run, host: Host) -> None:
 
 
 PROGRAMS = [
-    Hostile("parent_environ", """
+    Hostile(
+        "parent_environ",
+        """
 import os
 pids = ["self", "1", str(os.getppid())] + [p for p in os.listdir("/proc") if p.isdigit()]
 for pid in pids:
@@ -331,15 +378,24 @@ for pid in pids:
         except OSError as exc:
             print(pid, what, "refused:", exc)
 print("DONE")
-""", check=_ran()),
-    Hostile("environ_secret", """
+""",
+        check=_ran(),
+    ),
+    Hostile(
+        "environ_secret",
+        """
 import os, posix
 print(dict(os.environ))
 print(posix.environ)
 print(open("/proc/self/environ", "rb").read())
 print("DONE")
-""", guarded=True, check=_ran()),
-    Hostile("host_process_view", """
+""",
+        guarded=True,
+        check=_ran(),
+    ),
+    Hostile(
+        "host_process_view",
+        """
 import json, os
 pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 for pid in pids:
@@ -349,8 +405,12 @@ for pid in pids:
         print(pid, exc)
 print("PIDS", json.dumps(pids))
 print("DONE")
-""", check=_host_processes_invisible),
-    Hostile("read_secret_file", """
+""",
+        check=_host_processes_invisible,
+    ),
+    Hostile(
+        "read_secret_file",
+        """
 import _io, os, posix
 paths = [SECRET_FILE, "/proc/1/root" + SECRET_FILE, "/proc/self/root" + SECRET_FILE,
          "/proc/self/cwd/../../.." + SECRET_FILE]
@@ -370,8 +430,12 @@ for top in ("/", "/tmp", "/root", "/work", "/home"):
     except OSError as exc:
         print(top, exc)
 print("DONE")
-""", check=_ran()),
-    Hostile("read_host_files", """
+""",
+        check=_ran(),
+    ),
+    Hostile(
+        "read_host_files",
+        """
 import hashlib
 for path in ["/etc/shadow", "/etc/passwd", "/root/.bashrc", "/root/.profile",
              PROJECT + "/pyproject.toml", PROJECT + "/README.md", "/proc/1/environ"]:
@@ -380,8 +444,12 @@ for path in ["/etc/shadow", "/etc/passwd", "/root/.bashrc", "/root/.profile",
     except OSError as exc:
         print(path, "refused:", exc)
 print("DONE")
-""", check=_host_files_unread),
-    Hostile("write_outside_fileio", """
+""",
+        check=_host_files_unread,
+    ),
+    Hostile(
+        "write_outside_fileio",
+        """
 import _io, posix
 for path in [CANARY, FOLDER + "/new_from_sandbox.txt", PROJECT + "/new_" + MARKER + ".txt"]:
     try:
@@ -396,8 +464,13 @@ for path in [CANARY, FOLDER + "/new_from_sandbox.txt", PROJECT + "/new_" + MARKE
     except OSError as exc:
         print(path, "refused:", exc)
 print("DONE")
-""", guarded=True, check=_writes_left_nothing),
-    Hostile("delete_rename_chmod_outside", """
+""",
+        guarded=True,
+        check=_writes_left_nothing,
+    ),
+    Hostile(
+        "delete_rename_chmod_outside",
+        """
 import posix
 probes = [("unlink", lambda: posix.unlink(CANARY)),
           ("rename", lambda: posix.rename(CANARY, "stolen")),
@@ -412,8 +485,12 @@ for name, probe in probes:
     except OSError as exc:
         print(name, "refused:", exc)
 print("DONE")
-""", check=_ran("WROTE")),
-    Hostile("symlink_and_hardlink_tricks", """
+""",
+        check=_ran("WROTE"),
+    ),
+    Hostile(
+        "symlink_and_hardlink_tricks",
+        """
 import _io, os
 links = {"l1": CANARY, "l2": "/proc/1/root" + CANARY, "l3": "/proc/self/cwd/../../.." + CANARY,
          "l4": "/proc/" + str(os.getppid()) + "/root" + CANARY, "s1": SECRET_FILE}
@@ -435,8 +512,12 @@ for src in (CANARY, SECRET_FILE):
     except OSError as exc:
         print("hard link refused:", exc)
 print("DONE")
-""", check=_ran("WROTE")),
-    Hostile("proc_root_cwd_fd_tricks", """
+""",
+        check=_ran("WROTE"),
+    ),
+    Hostile(
+        "proc_root_cwd_fd_tricks",
+        """
 import os
 pids = ["self", "thread-self"] + [p for p in os.listdir("/proc") if p.isdigit()]
 for pid in pids:
@@ -456,9 +537,13 @@ for pid in pids:
     except OSError as exc:
         print(pid, "fd refused:", exc)
 print("DONE")
-""", check=_ran()),
+""",
+        check=_ran(),
+    ),
     # the review's probe as written: posix.fork() under the guard, max_procs=1
-    Hostile("posix_fork", """
+    Hostile(
+        "posix_fork",
+        """
 import posix, sys
 forks = 0
 for _ in range(5):
@@ -471,8 +556,14 @@ for _ in range(5):
         posix.execv(sys.executable, SLEEPER)
     forks += 1
 print("forks", forks)
-""".replace("SLEEPER", SLEEPER), guarded=True, limits={"max_procs": 1}, check=_forks_refused),
-    Hostile("posix_system_and_spawn", """
+""".replace("SLEEPER", SLEEPER),
+        guarded=True,
+        limits={"max_procs": 1},
+        check=_forks_refused,
+    ),
+    Hostile(
+        "posix_system_and_spawn",
+        """
 import posix, sys
 cmd = sys.executable + " -c 'import time; time.sleep(60)' " + MARKER + " &"
 print("system", posix.system(cmd))
@@ -482,9 +573,14 @@ try:
 except OSError as exc:
     print("posix_spawn refused:", exc)
 print("DONE")
-""".replace("SLEEPER", SLEEPER), guarded=True, limits={"max_procs": 1},
-        check=_ran("SPAWNED")),
-    Hostile("ctypes_libc_fork_system_clone", """
+""".replace("SLEEPER", SLEEPER),
+        guarded=True,
+        limits={"max_procs": 1},
+        check=_ran("SPAWNED"),
+    ),
+    Hostile(
+        "ctypes_libc_fork_system_clone",
+        """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 pid = libc.fork()
@@ -498,21 +594,36 @@ if pid == 0:
     os.execv(sys.executable, SLEEPER)
 print("clone", pid, "errno", ctypes.get_errno())
 print("DONE")
-""".replace("SLEEPER", SLEEPER), limits={"max_procs": 1}, check=_ran()),
-    Hostile("fork_bomb", """
+""".replace("SLEEPER", SLEEPER),
+        limits={"max_procs": 1},
+        check=_ran(),
+    ),
+    Hostile(
+        "fork_bomb",
+        """
 import os, time
 while True:
     try:
         os.fork()
     except OSError:
         time.sleep(0.01)
-""", limits={"max_procs": 16, "timeout_s": 3.0}, check=_expect_status("timeout")),
-    Hostile("memory_bomb", """
+""",
+        limits={"max_procs": 16, "timeout_s": 3.0},
+        check=_expect_status("timeout"),
+    ),
+    Hostile(
+        "memory_bomb",
+        """
 hoard = []
 while True:
     hoard.append(b"x" * 10 ** 7)        # touched, not just reserved
-""", limits={"memory_mb": 256, "timeout_s": 10.0}, check=_expect_status("memory")),
-    Hostile("disk_bomb_many_files", """
+""",
+        limits={"memory_mb": 256, "timeout_s": 10.0},
+        check=_expect_status("memory"),
+    ),
+    Hostile(
+        "disk_bomb_many_files",
+        """
 import os
 block = b"x" * (1024 * 1024)
 for i in range(10):                      # ten 15 MB files: 150 MB against a 32 MB folder
@@ -530,15 +641,25 @@ for path in ("/dev/shm/x", "/tmp/x", "/x", "/var/tmp/x", "/dev/x", "/code/x", "/
         print(path, "refused:", exc)
 print("TOTAL", sum(os.path.getsize(n) for n in os.listdir(".") if n.endswith(".bin")))
 print("DONE")
-""", limits={"disk_mb": 32, "file_size_mb": 16, "timeout_s": 20.0}, check=_disk_capped),
-    Hostile("infinite_loop_ignoring_signals", """
+""",
+        limits={"disk_mb": 32, "file_size_mb": 16, "timeout_s": 20.0},
+        check=_disk_capped,
+    ),
+    Hostile(
+        "infinite_loop_ignoring_signals",
+        """
 import signal
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU, signal.SIGALRM):
     signal.signal(sig, signal.SIG_IGN)
 while True:
     pass
-""", limits={"timeout_s": 2.0}, check=_expect_status("timeout")),
-    Hostile("daemon_setsid_double_fork", """
+""",
+        limits={"timeout_s": 2.0},
+        check=_expect_status("timeout"),
+    ),
+    Hostile(
+        "daemon_setsid_double_fork",
+        """
 import os, sys
 r, w = os.pipe()
 if os.fork() == 0:
@@ -549,9 +670,13 @@ if os.fork() == 0:
     os._exit(0)
 os.close(w)
 print("daemon", os.read(r, 5).decode(), flush=True)
-""".replace("SLEEPER", SLEEPER), limits={"max_procs": 4},
-        check=_daemon_started_then_gone),
-    Hostile("kill_own_parent_then_hang", """
+""".replace("SLEEPER", SLEEPER),
+        limits={"max_procs": 4},
+        check=_daemon_started_then_gone,
+    ),
+    Hostile(
+        "kill_own_parent_then_hang",
+        """
 import os, signal, sys, time
 for target in (os.getppid(), 1, -1):
     try:
@@ -563,9 +688,13 @@ if os.fork() == 0:
     os.execv(sys.executable, SLEEPER)
 while True:
     time.sleep(0.1)
-""".replace("SLEEPER", SLEEPER), limits={"max_procs": 4, "timeout_s": 2.0},
-        check=_expect_status("timeout")),
-    Hostile("signal_host_process", """
+""".replace("SLEEPER", SLEEPER),
+        limits={"max_procs": 4, "timeout_s": 2.0},
+        check=_expect_status("timeout"),
+    ),
+    Hostile(
+        "signal_host_process",
+        """
 import os, signal
 for target in (VICTIM, -VICTIM, -1):
     try:
@@ -580,8 +709,12 @@ for pid in range(2, 4096):
         except OSError:
             pass
 print("DONE")
-""", check=_ran()),
-    Hostile("network_localhost", """
+""",
+        check=_ran(),
+    ),
+    Hostile(
+        "network_localhost",
+        """
 import _socket, socket
 for family, address in ((socket.AF_INET, ("127.0.0.1", PORT)), (socket.AF_INET6, ("::1", PORT))):
     try:
@@ -597,9 +730,13 @@ try:
 except OSError as exc:
     print("localhost refused:", exc)
 print("DONE")
-""", check=_ran("CONNECTED")),
+""",
+        check=_ran("CONNECTED"),
+    ),
     # the review's probe: the original socket class recovered from the class hierarchy
-    Hostile("socket_from_class_hierarchy", """
+    Hostile(
+        "socket_from_class_hierarchy",
+        """
 import socket
 # the guard replaced socket.socket and _socket.socket; the C class is still a base
 original = next(c for c in socket.socket.__mro__ if c.__module__ == "_socket")
@@ -612,8 +749,13 @@ try:
 except OSError as exc:
     print("connect refused:", exc)
 print("DONE")
-""", guarded=True, check=_ran("CONNECTED")),
-    Hostile("network_outside_and_dns", """
+""",
+        guarded=True,
+        check=_ran("CONNECTED"),
+    ),
+    Hostile(
+        "network_outside_and_dns",
+        """
 import socket
 print("INTERFACES", [name for _, name in socket.if_nameindex()])
 try:
@@ -632,8 +774,12 @@ try:
 except OSError as exc:
     print("udp refused:", exc)
 print("DONE")
-""", check=_only_loopback),
-    Hostile("user_namespace_to_regain_privilege", """
+""",
+        check=_only_loopback,
+    ),
+    Hostile(
+        "user_namespace_to_regain_privilege",
+        """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWUSER, CLONE_NEWNS, MS_REMOUNT, MS_BIND = 0x10000000, 0x20000, 32, 4096
@@ -651,15 +797,17 @@ for path in ("/x", "/usr/x", CANARY):
     except OSError as exc:
         print(path, "refused:", exc)
 print("DONE")
-""", check=_no_regained_privilege),
+""",
+        check=_no_regained_privilege,
+    ),
 ]
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=[p.name for p in PROGRAMS])
-def test_hostile_program_is_contained(program: Hostile, host: Host,
-                                      record_property: Callable[[str, object], None]) -> None:
-    run = run_hostile(program.name, host, program.source, program.guarded, record_property,
-                      **program.limits)
+def test_hostile_program_is_contained(
+    program: Hostile, host: Host, record_property: Callable[[str, object], None]
+) -> None:
+    run = run_hostile(program.name, host, program.source, program.guarded, record_property, **program.limits)
     assert_contained(run)
     if program.check is not None:
         program.check(run, host)
@@ -673,8 +821,7 @@ def test_suite_covers_the_review_and_the_classes() -> None:
 
 def test_evidence_detects_a_leftover_process(host: Host) -> None:
     """The process scan is what the suite relies on: it must see a marked process."""
-    marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                               host.marker])
+    marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", host.marker])
     try:
         deadline = time.monotonic() + 10
         while not processes_with(host.marker) and time.monotonic() < deadline:
@@ -686,15 +833,21 @@ def test_evidence_detects_a_leftover_process(host: Host) -> None:
     assert processes_with(host.marker) == []
 
 
-def test_sandbox_dies_with_the_evaluator(host: Host,
-                                         record_property: Callable[[str, object], None]) -> None:
+def test_sandbox_dies_with_the_evaluator(host: Host, record_property: Callable[[str, object], None]) -> None:
     """If the evaluating process itself is killed mid-run, the sandbox goes with it."""
-    source = ("import posix, sys\nposix.execv(sys.executable, [sys.executable, '-I', '-S', '-c', "
-              f"'import time\\nwhile True: time.sleep(0.1)', {host.marker!r}])\n")
+    source = (
+        "import posix, sys\nposix.execv(sys.executable, [sys.executable, '-I', '-S', '-c', "
+        f"'import time\\nwhile True: time.sleep(0.1)', {host.marker!r}])\n"
+    )
     env = {**os.environ, "TMPDIR": str(host.sandbox_tmp)}
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps({"timeout_s": 60})],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, text=True, env=env)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps({"timeout_s": 60})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         driver.stdin.write(source)
         driver.stdin.close()
@@ -708,8 +861,10 @@ def test_sandbox_dies_with_the_evaluator(host: Host,
         while processes_with(host.marker) and time.monotonic() < killed + 10:
             time.sleep(0.05)
         left = processes_with(host.marker)
-        line = (f"HOSTILE evaluator_killed_mid_run: running_before={len(running)} "
-                f"left={len(left)} gone_after={time.monotonic() - killed:.2f}s")
+        line = (
+            f"HOSTILE evaluator_killed_mid_run: running_before={len(running)} "
+            f"left={len(left)} gone_after={time.monotonic() - killed:.2f}s"
+        )
         print(line)
         record_property("hostile_evidence", line)
         assert len(running) == 1, "the program never started"

@@ -18,17 +18,20 @@ from ussafety.evaluate.scorers import (
 # --- SST-2 -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("positive", 1),
-    ("Negative", 0),
-    ("The sentiment is POSITIVE.", 1),
-    ("Sentiment: negative. It is not positive.", 0),
-    ("Positive, although parts are negative", 1),
-    ("neutral", None),
-    ("", None),
-    ("positively glowing", None),          # whole words only
-    ("a negatively-charged review", None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("positive", 1),
+        ("Negative", 0),
+        ("The sentiment is POSITIVE.", 1),
+        ("Sentiment: negative. It is not positive.", 0),
+        ("Positive, although parts are negative", 1),
+        ("neutral", None),
+        ("", None),
+        ("positively glowing", None),  # whole words only
+        ("a negatively-charged review", None),
+    ],
+)
 def test_parse_sentiment(text: str, expected: int | None) -> None:
     assert parse_sentiment(text) == expected
 
@@ -44,21 +47,24 @@ def test_sst2_accuracy_counts_none_as_wrong() -> None:
 # --- GSM8K -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", "18"),
-    ("#### 1,234", "1234"),
-    ("It costs $1,000.00 in total.", "1000"),
-    ("The answer is 5.0.", "5"),
-    ("So the final answer is $42. Check: 40 + 2 = 42 with 3 left", "42"),
-    ("First 3 apples, then 4 more, so 7.", "7"),
-    ("The temperature fell to -5 degrees", "-5"),
-    ("She lost -$12.50 overall", "-12.5"),
-    ("#### 18\nThe answer is 20. Later 30", "18"),   # #### wins over the rest
-    ("Half of it: .5 cups", "0.5"),
-    ("a list 1,2,3", "3"),                            # commas not thousands groups
-    ("no digits here", None),
-    ("#### (no number)\nanswer is 9", "9"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", "18"),
+        ("#### 1,234", "1234"),
+        ("It costs $1,000.00 in total.", "1000"),
+        ("The answer is 5.0.", "5"),
+        ("So the final answer is $42. Check: 40 + 2 = 42 with 3 left", "42"),
+        ("First 3 apples, then 4 more, so 7.", "7"),
+        ("The temperature fell to -5 degrees", "-5"),
+        ("She lost -$12.50 overall", "-12.5"),
+        ("#### 18\nThe answer is 20. Later 30", "18"),  # #### wins over the rest
+        ("Half of it: .5 cups", "0.5"),
+        ("a list 1,2,3", "3"),  # commas not thousands groups
+        ("no digits here", None),
+        ("#### (no number)\nanswer is 9", "9"),
+    ],
+)
 def test_extract_final_number(text: str, expected: str | None) -> None:
     assert extract_final_number(text) == expected
 
@@ -93,15 +99,17 @@ def double_all(numbers: List[int]) -> List[int]:
 
 def _run(program: str) -> list[int]:
     namespace: dict = {"__name__": "extracted"}
-    exec(compile(program, "<program>", "exec"), namespace)   # trusted test code
+    exec(compile(program, "<program>", "exec"), namespace)  # trusted test code
     return namespace["double_all"]([1, 2, 3])
 
 
 def test_extract_code_fenced_full_function() -> None:
-    completion = ("Here is the solution:\n\n```python\ndef double_all(numbers):\n"
-                  "    return [helper(n) for n in numbers]\n\n"
-                  "if __name__ == \"__main__\":\n    print(double_all([input()]))\n```\n"
-                  "It uses the helper.")
+    completion = (
+        "Here is the solution:\n\n```python\ndef double_all(numbers):\n"
+        "    return [helper(n) for n in numbers]\n\n"
+        'if __name__ == "__main__":\n    print(double_all([input()]))\n```\n'
+        "It uses the helper."
+    )
     program = extract_code(completion, PROMPT, "double_all")
     assert program.startswith("from typing import List")
     assert "__main__" not in program and "Here is" not in program
@@ -109,8 +117,9 @@ def test_extract_code_fenced_full_function() -> None:
 
 
 def test_extract_code_prefers_block_that_defines_entry_point() -> None:
-    completion = ("```\npip install nothing\n```\n```python\ndef double_all(numbers):\n"
-                  "    return [2 * n for n in numbers]\n```")
+    completion = (
+        "```\npip install nothing\n```\n```python\ndef double_all(numbers):\n    return [2 * n for n in numbers]\n```"
+    )
     assert _run(extract_code(completion, PROMPT, "double_all")) == [2, 4, 6]
 
 
@@ -151,7 +160,7 @@ def test_pass_at_k_hand_values() -> None:
     assert pass_at_k(4, 2, 2) == pytest.approx(5 / 6)
     # 1 - C(7,5)/C(10,5) = 1 - 21/252
     assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
-    assert pass_at_k(5, 4, 2) == 1.0          # n - c < k
+    assert pass_at_k(5, 4, 2) == 1.0  # n - c < k
     assert pass_at_k(1, 1, 1) == 1.0
 
 

@@ -29,13 +29,16 @@ from ussafety.stats import (
 )
 
 
-@pytest.mark.parametrize("successes,n,low,high", [
-    (0, 10, 0.0, 0.27753),      # z = 1.959964: upper = z^2/(n+z^2)
-    (5, 10, 0.23659, 0.76341),
-    (10, 10, 0.72247, 1.0),
-    # centre (0.05 + z^2/40) / (1 + z^2/20) = 0.122506, half 0.113625
-    (1, 20, 0.00888, 0.23613),
-])
+@pytest.mark.parametrize(
+    "successes,n,low,high",
+    [
+        (0, 10, 0.0, 0.27753),  # z = 1.959964: upper = z^2/(n+z^2)
+        (5, 10, 0.23659, 0.76341),
+        (10, 10, 0.72247, 1.0),
+        # centre (0.05 + z^2/40) / (1 + z^2/20) = 0.122506, half 0.113625
+        (1, 20, 0.00888, 0.23613),
+    ],
+)
 def test_wilson_hand_values(successes: int, n: int, low: float, high: float) -> None:
     lo, hi = wilson_interval(successes, n)
     assert lo == pytest.approx(low, abs=1e-5) and hi == pytest.approx(high, abs=1e-5)
@@ -97,7 +100,7 @@ def test_mcnemar_no_discordant_pairs() -> None:
 def test_holm_known_example() -> None:
     # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06
     assert holm_correction([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm_correction([0.5, 0.6]) == pytest.approx([1.0, 1.0])   # capped at 1
+    assert holm_correction([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
     assert holm_correction([0.02]) == [0.02]
     assert holm_correction([]) == []
     with pytest.raises(ValueError):
@@ -129,12 +132,12 @@ def test_cohens_kappa_hand_computation() -> None:
 
 def test_cohens_kappa_equals_the_formula_and_statsmodels_on_three_labels() -> None:
     rng = np.random.default_rng(2)
-    labels = ["safe", "unsafe", None]            # any hashable, None included (an undecided judge)
+    labels = ["safe", "unsafe", None]  # any hashable, None included (an undecided judge)
     a = [labels[i] for i in rng.integers(0, 3, 80)]
     b = [x if rng.random() < 0.6 else labels[rng.integers(0, 3)] for x in a]
     n = len(a)
     p_o = sum(x == y for x, y in zip(a, b)) / n
-    p_e = sum(a.count(k) * b.count(k) for k in labels) / n ** 2
+    p_e = sum(a.count(k) * b.count(k) for k in labels) / n**2
     assert cohens_kappa(a, b) == pytest.approx((p_o - p_e) / (1 - p_e))
     table = np.array([[sum(x == r and y == c for x, y in zip(a, b)) for c in labels] for r in labels], float)
     assert cohens_kappa(a, b) == pytest.approx(sm_kappa(table, return_results=False))
@@ -145,7 +148,7 @@ def test_bootstrap_contains_true_difference() -> None:
     n = 400
     a = (rng.random(n) < 0.6).astype(float)
     b = np.where(rng.random(n) < 0.8, a, (rng.random(n) < 0.4).astype(float))
-    true_diff = float(a.mean() - b.mean())   # the sample is the population here
+    true_diff = float(a.mean() - b.mean())  # the sample is the population here
     mean, low, high, _ = paired_bootstrap_diff(a, b, seed=1)
     assert mean == pytest.approx(true_diff)
     assert low <= true_diff <= high and low < high
@@ -158,7 +161,7 @@ def test_bootstrap_detects_a_clear_difference_and_not_a_null_one() -> None:
     assert mean == pytest.approx(0.2) and p < 0.01 and low > 0.19
     mean0, low0, high0, p0 = paired_bootstrap_diff(base, base)
     assert (mean0, low0, high0, p0) == (0.0, 0.0, 0.0, 1.0)
-    assert paired_bootstrap_diff([1.0], [0.0])[:3] == (1.0, 1.0, 1.0)   # one prompt: no spread
+    assert paired_bootstrap_diff([1.0], [0.0])[:3] == (1.0, 1.0, 1.0)  # one prompt: no spread
     noise = rng.normal(0, 1, 300)
     _, lo_n, hi_n, p_n = paired_bootstrap_diff(base + noise, base + noise[::-1])
     assert lo_n < 0 < hi_n and p_n > 0.05
@@ -168,8 +171,9 @@ def test_paired_bootstrap_is_scipys() -> None:
     rng = np.random.default_rng(3)
     a, b = rng.binomial(1, 0.4, 150).astype(float), rng.binomial(1, 0.3, 150).astype(float)
     _, low, high, _ = paired_bootstrap_diff(a, b, seed=5)
-    ref = bootstrap((a - b,), np.mean, n_resamples=N_BOOT, method="percentile", vectorized=True,
-                    rng=np.random.default_rng(5)).confidence_interval
+    ref = bootstrap(
+        (a - b,), np.mean, n_resamples=N_BOOT, method="percentile", vectorized=True, rng=np.random.default_rng(5)
+    ).confidence_interval
     assert (low, high) == pytest.approx((ref.low, ref.high))
 
 
@@ -188,12 +192,12 @@ def test_cluster_bootstrap_covers_the_known_mean_and_reduces_to_the_prompt_boots
     res = cluster_bootstrap(seeds)
     assert res.estimate == pytest.approx(np.mean([s[0].mean() for s in seeds])) == cluster_mean(seeds)
     assert res.low < 0.3 < res.high and res.high - res.low < 0.1
-    assert res.p_value < 0.001                        # clearly non-zero
+    assert res.p_value < 0.001  # clearly non-zero
     zero = cluster_bootstrap([[rng.normal(0, 1, 300)]])
     assert zero.low < 0 < zero.high and zero.p_value > 0.01
     const = cluster_bootstrap([[np.full(50, 0.25)], [np.full(30, 0.75)]])
-    assert const.estimate == pytest.approx(0.5)       # mean over seeds of per-seed means
-    assert 0.25 <= const.low <= const.high <= 0.75    # only the seed draw varies
+    assert const.estimate == pytest.approx(0.5)  # mean over seeds of per-seed means
+    assert 0.25 <= const.low <= const.high <= 0.75  # only the seed draw varies
     two = cluster_bootstrap([[np.ones(10), np.full(10, 2.0)]])
     assert two.estimate == pytest.approx(3.0) and two.low == two.high == pytest.approx(3.0)
     with pytest.raises(ValueError):
@@ -204,8 +208,9 @@ def test_cluster_bootstrap_with_one_seed_agrees_with_scipy() -> None:
     rng = np.random.default_rng(4)
     diff = rng.binomial(1, 0.35, 200) - rng.binomial(1, 0.3, 200)
     one = cluster_bootstrap([[diff]])
-    ref = bootstrap((diff,), np.mean, n_resamples=N_BOOT, method="percentile", vectorized=True,
-                    rng=np.random.default_rng(99)).confidence_interval   # another stream: Monte-Carlo noise
+    ref = bootstrap(
+        (diff,), np.mean, n_resamples=N_BOOT, method="percentile", vectorized=True, rng=np.random.default_rng(99)
+    ).confidence_interval  # another stream: Monte-Carlo noise
     assert one.low == pytest.approx(ref.low, abs=0.01) and one.high == pytest.approx(ref.high, abs=0.01)
 
 

@@ -90,8 +90,7 @@ def test_one_trainer_forward_per_step_shared_with_the_methods(name: str, forward
     @dataclass
     class Spy(Method):
         def loss(self, model, batch, task_loss, ctx):
-            seen.append(ctx.outputs is not None and ctx.batch is batch
-                        and ctx.outputs.logits.requires_grad)
+            seen.append(ctx.outputs is not None and ctx.batch is batch and ctx.outputs.logits.requires_grad)
             return task_loss
 
     ctx = TrainContext(tokenizer=lm.tokenizer, max_length=64, batch_size=4)

@@ -20,8 +20,9 @@ def _problems(err: UploadError):
 
 
 def test_jsonl_ok(tmp_path):
-    f = _jsonl(tmp_path / "up.jsonl", [{"prompt": "a", "response": "b"},
-                                       {"instruction": "Add", "input": "1+1", "output": "2"}])
+    f = _jsonl(
+        tmp_path / "up.jsonl", [{"prompt": "a", "response": "b"}, {"instruction": "Add", "input": "1+1", "output": "2"}]
+    )
     rows = load_upload(f)
     assert [(r.prompt, r.response) for r in rows] == [("a", "b"), ("Add\n\n1+1", "2")]
     assert rows[1].row == 1 and rows[1].source == "upload/up.jsonl" and len(rows[0].sha256) == 64
@@ -48,13 +49,16 @@ def test_bad_json_line(tmp_path):
 
 
 def test_missing_and_empty_fields_all_collected(tmp_path):
-    f = _jsonl(tmp_path / "up.jsonl", [
-        {"prompt": "ok", "response": "ok"},
-        {"prompt": "no answer"},
-        {"prompt": "   ", "response": "x"},
-        {"prompt": "p", "response": 5},
-        ["not", "an", "object"],
-    ])
+    f = _jsonl(
+        tmp_path / "up.jsonl",
+        [
+            {"prompt": "ok", "response": "ok"},
+            {"prompt": "no answer"},
+            {"prompt": "   ", "response": "x"},
+            {"prompt": "p", "response": 5},
+            ["not", "an", "object"],
+        ],
+    )
     with pytest.raises(UploadError) as e:
         load_upload(f)
     err = e.value
@@ -84,27 +88,45 @@ def test_too_long(tmp_path):
 
 
 def test_chat_format_and_wrong_role(tmp_path):
-    good = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
-                         {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
-                         {"role": "assistant", "content": "a2"}]}
+    good = {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "u1"},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "u2"},
+            {"role": "assistant", "content": "a2"},
+        ]
+    }
     f = _jsonl(tmp_path / "chat.jsonl", [good])
     (ex,) = load_upload(f)
     assert (ex.system, ex.prompt, ex.response) == ("S", "u2", "a2")
     assert ex.history == ({"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"})
     assert ex.messages() == good["messages"]
 
-    bad = _jsonl(tmp_path / "bad.jsonl", [
-        good,
-        {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
-        {"messages": [{"role": "user", "content": "hi"}]},
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "S"},
-                      {"role": "assistant", "content": ""}]},
-        {"messages": []},
-    ])
+    bad = _jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            good,
+            {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "system", "content": "S"},
+                    {"role": "assistant", "content": ""},
+                ]
+            },
+            {"messages": []},
+        ],
+    )
     with pytest.raises(UploadError) as e:
         load_upload(bad)
-    assert _problems(e.value) == [(2, "messages[0].role"), (3, "messages[0].role"),
-                                  (4, "messages[2].content"), (5, "messages")]
+    assert _problems(e.value) == [
+        (2, "messages[0].role"),
+        (3, "messages[0].role"),
+        (4, "messages[2].content"),
+        (5, "messages"),
+    ]
     assert "unknown role 'human'" in str(e.value)
     assert "last message must be from the assistant" in str(e.value)
 
@@ -173,13 +195,17 @@ def test_load_never_writes(tmp_path):
 
 
 def test_write_upload_roundtrip_and_atomic(tmp_path, monkeypatch):
-    rows = [Example("p", "r"), Example("u2", "a2", history=({"role": "user", "content": "u1"},
-                                                              {"role": "assistant", "content": "a1"}),
-                                       system="S")]
+    rows = [
+        Example("p", "r"),
+        Example(
+            "u2", "a2", history=({"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}), system="S"
+        ),
+    ]
     out = write_upload(rows, tmp_path / "sub" / "up.jsonl")
     back = load_upload(out)
-    assert [(r.prompt, r.response, r.history, r.system) for r in back] == \
-           [(r.prompt, r.response, r.history, r.system) for r in rows]
+    assert [(r.prompt, r.response, r.history, r.system) for r in back] == [
+        (r.prompt, r.response, r.history, r.system) for r in rows
+    ]
 
     def boom(src, dst):
         raise OSError("disk full")
@@ -187,8 +213,8 @@ def test_write_upload_roundtrip_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         write_upload([Example("x", "y")], out)
-    assert load_upload(out)[0].prompt == "p"                    # old file intact
-    assert os.listdir(out.parent) == ["up.jsonl"]                # no temp file left
+    assert load_upload(out)[0].prompt == "p"  # old file intact
+    assert os.listdir(out.parent) == ["up.jsonl"]  # no temp file left
     with pytest.raises(ValueError, match="no response"):
         write_upload([Example("x")], tmp_path / "other.jsonl")
     assert not (tmp_path / "other.jsonl").exists()

@@ -32,8 +32,13 @@ def byte_tokenizer():
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>",
-                                  eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
     tok.add_special_tokens({"additional_special_tokens": specials})
     return tok
 
@@ -65,8 +70,15 @@ class FakeVllm:
                 outs = []
                 for p in prompts:
                     ids = list(reversed(p["prompt_token_ids"][-3:])) + suffix + [fake.tok.eos_token_id]
-                    outs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(
-                        token_ids=tuple(ids), text="(vLLM's own detokenisation, not used)")]))
+                    outs.append(
+                        types.SimpleNamespace(
+                            outputs=[
+                                types.SimpleNamespace(
+                                    token_ids=tuple(ids), text="(vLLM's own detokenisation, not used)"
+                                )
+                            ]
+                        )
+                    )
                 return outs
 
         class SamplingParams:
@@ -98,12 +110,15 @@ def fake_vllm(monkeypatch):
 # --------------------------------------------------------------------------- arguments
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"dtype": "int8"}, "dtype"),
-    ({"gpu_memory_utilization": 0.0}, "gpu_memory_utilization"),
-    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
-    ({"max_lora_rank": -1}, "max_lora_rank"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"dtype": "int8"}, "dtype"),
+        ({"gpu_memory_utilization": 0.0}, "gpu_memory_utilization"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_lora_rank": -1}, "max_lora_rank"),
+    ],
+)
 def test_engine_arguments_are_checked(kw, match):
     with pytest.raises(ValueError, match=match):
         VllmGenerator("some/model", **kw)
@@ -150,8 +165,7 @@ def test_adapter_rank_is_read_from_its_config(tmp_path):
 
 def test_missing_vllm_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "vllm" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     assert vb.vllm_available() is False
     with pytest.raises(VllmUnavailable, match="vLLM is not installed: pip install vllm.*HF path"):
         VllmGenerator("some/model").generate(["hello"])
@@ -169,8 +183,7 @@ def test_vllm_without_a_gpu_says_to_use_the_hf_path(monkeypatch):
 def test_importing_the_backend_imports_neither_vllm_nor_torch():
     import subprocess
 
-    code = ("import sys, ussafety.evaluate.vllm_backend; "
-            "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))")
+    code = "import sys, ussafety.evaluate.vllm_backend; print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -192,13 +205,17 @@ def test_greedy_generation_through_vllm_keeps_the_hf_contract(fake_vllm):
     assert call["lora"] is None
     # Token ids exactly as the HF path encodes them: the template's own BOS, none added.
     assert [p["prompt_token_ids"] for p in call["prompts"]] == [
-        tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        tok(p, add_special_tokens=False)["input_ids"] for p in prompts
+    ]
     # Decoded by the HF tokenizer, special tokens dropped, stripped, in the caller's order.
     expected = []
     for p in prompts:
         ids = list(reversed(tok(p, add_special_tokens=False)["input_ids"][-3:]))
-        expected.append(tok.decode(ids + tok(" ok", add_special_tokens=False)["input_ids"]
-                                   + [tok.eos_token_id], skip_special_tokens=True).strip())
+        expected.append(
+            tok.decode(
+                ids + tok(" ok", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], skip_special_tokens=True
+            ).strip()
+        )
     assert out == expected
     assert out[0].endswith("ok") and "<|im_end|>" not in out[0]
     gen.generate(prompts[:1], max_new_tokens=2)
@@ -277,8 +294,10 @@ def test_check_against_hf_runs_vllm_on_the_same_prompts(fake_vllm):
 # --------------------------------------------------------------------------- on a GPU
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and vb.vllm_available()),
-                    reason="compares real vLLM with HF generate: needs a CUDA GPU and vLLM installed")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and vb.vllm_available()),
+    reason="compares real vLLM with HF generate: needs a CUDA GPU and vLLM installed",
+)
 def test_vllm_matches_hf_generate_on_a_gpu(tmp_path):
     from ussafety.evaluate.generate import generate as hf_generate
     from ussafety.models.loading import tiny_random_model
@@ -286,9 +305,10 @@ def test_vllm_matches_hf_generate_on_a_gpu(tmp_path):
     lm = tiny_random_model(seed=0)
     lm.model.save_pretrained(tmp_path)
     lm.tokenizer.save_pretrained(tmp_path)
-    prompts = [lm.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                                add_generation_prompt=True)
-               for q in ("How do I bake bread?", "Name a colour.", "2+2?", "Say hi.")]
+    prompts = [
+        lm.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in ("How do I bake bread?", "Name a colour.", "2+2?", "Say hi.")
+    ]
     hf = hf_generate(lm.model.to("cuda"), lm.tokenizer, prompts, max_new_tokens=16)
     gen = VllmGenerator(tmp_path, tokenizer=lm.tokenizer, dtype="float32", gpu_memory_utilization=0.3)
     c = check_against_hf(gen, prompts, hf, 16)

@@ -24,8 +24,11 @@ def data_dir() -> Path | None:
         if not path.is_dir():
             raise FileNotFoundError(f"USSAFETY_DATA_DIR={env} is not a directory")
         return path
-    for cand in (PROJECT_ROOT.parent / "shared" / "data", Path.cwd() / "shared" / "data",
-                 Path.cwd().parent / "shared" / "data"):
+    for cand in (
+        PROJECT_ROOT.parent / "shared" / "data",
+        Path.cwd() / "shared" / "data",
+        Path.cwd().parent / "shared" / "data",
+    ):
         if (cand / "MANIFEST.json").is_file():
             return cand
     return None

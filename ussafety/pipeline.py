@@ -54,8 +54,7 @@ def train_rows(cfg: RunConfig, special_tokens: Iterable[str] = ()) -> list[Examp
     """The customer's upload: a file (checked again against the model's own special tokens),
     or ``n_train`` task rows, poisoned at ``poison_ratio``."""
     if cfg.task.upload:
-        rows = load_upload(cfg.task.upload, control_tokens=cfg.task.control_tokens,
-                           special_tokens=special_tokens)
+        rows = load_upload(cfg.task.upload, control_tokens=cfg.task.control_tokens, special_tokens=special_tokens)
     else:
         task = get_task(str(cfg.task.name))
         rows = load(task.train_set, split=task.train_split, limit=cfg.task.n_train, seed=cfg.seed)
@@ -84,13 +83,24 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
         log.info("skip %s: record exists", run_id)
         return existing
     preflight(cfg)
-    head = {"run_id": run_id, "label": cfg.name, "config": cfg.to_dict(), "config_hash": config_hash_of(cfg),
-            "stamps": stamps(cfg), "seed": cfg.seed, **provenance()}
+    head = {
+        "run_id": run_id,
+        "label": cfg.name,
+        "config": cfg.to_dict(),
+        "config_hash": config_hash_of(cfg),
+        "stamps": stamps(cfg),
+        "seed": cfg.seed,
+        **provenance(),
+    }
     t0 = time.perf_counter()
     base_path, align_record = aligned_base(cfg)
     alignment = {k: v for k, v in align_record.items() if k != "log_history"}
-    loaded = load_model(cfg.model, path=base_path if cfg.align.enabled else None, seed=cfg.seed,
-                        method=cfg.method.name if cfg.task.name or cfg.task.upload else None)
+    loaded = load_model(
+        cfg.model,
+        path=base_path if cfg.align.enabled else None,
+        seed=cfg.seed,
+        method=cfg.method.name if cfg.task.name or cfg.task.upload else None,
+    )
     model, tokenizer = loaded.model, loaded.tokenizer
     files: dict[str, str] = {}
     train_record: dict[str, Any] | None = None
@@ -103,10 +113,16 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
         hooks = [make_method(cfg.method.name, cfg.method.params)]
         if cfg.merge.name:
             hooks.append(make_method(cfg.merge.name, cfg.merge.params))
-        ctx = TrainContext(tokenizer=tokenizer, max_length=cfg.train.max_length,
-                           batch_size=cfg.train.batch_size, safety_data=safety, user_data=rows,
-                           aligned_dir=base_path, instruct_dir=model_dir_for(cfg.model),
-                           seed=cfg.seed)
+        ctx = TrainContext(
+            tokenizer=tokenizer,
+            max_length=cfg.train.max_length,
+            batch_size=cfg.train.batch_size,
+            safety_data=safety,
+            user_data=rows,
+            aligned_dir=base_path,
+            instruct_dir=model_dir_for(cfg.model),
+            seed=cfg.seed,
+        )
         cache = sft_cache_dir(cfg) if all(trains_like_sft(h) for h in hooks) else None
         if cache is not None and (cache / "train.json").is_file():
             log.info("reusing the SFT training in %s", cache)
@@ -115,30 +131,39 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
             train_info["reused_from"] = str(cache)
         else:
             peft_model = add_lora(loaded, cfg.train.lora, seed=cfg.seed)
-            result = fine_tune(peft_model, tokenizer, rows, cfg.train, hooks, ctx, seed=cfg.seed,
-                               finalize=False)
+            result = fine_tune(peft_model, tokenizer, rows, cfg.train, hooks, ctx, seed=cfg.seed, finalize=False)
             model = result.model
-            train_info = {"wall_s": round(result.wall_s, 2), "steps": result.steps,
-                          "rows": result.train_rows, "response_tokens": result.response_tokens,
-                          "poison": poison_report(rows), "log_history": result.log_history,
-                          "escaped": [{"row": ex.row, "fields": ex.meta["escaped"]} for ex in rows
-                                      if ex.meta.get("escaped")]}
+            train_info = {
+                "wall_s": round(result.wall_s, 2),
+                "steps": result.steps,
+                "rows": result.train_rows,
+                "response_tokens": result.response_tokens,
+                "poison": poison_report(rows),
+                "log_history": result.log_history,
+                "escaped": [{"row": ex.row, "fields": ex.meta["escaped"]} for ex in rows if ex.meta.get("escaped")],
+            }
             if cache is not None:
                 save_adapter(model, cache / "adapter")
                 write_json_atomic(cache / "train.json", {**train_info, "trained_by": run_id})
         t_final = time.perf_counter()
         model = finalize_all(model, hooks, ctx)
-        train_record = {**train_info, "finalize_s": round(time.perf_counter() - t_final, 2),
-                        "method_logs": ctx.logs}
+        train_record = {**train_info, "finalize_s": round(time.perf_counter() - t_final, 2), "method_logs": ctx.logs}
         if hasattr(model, "peft_config"):
             save_adapter(model, run_dir(run_id, root) / "adapter")
     ev = evaluate_model(model, tokenizer, cfg.eval, cfg.eval.task_name(cfg.task.name))
     files.update(ev.data_sha256)
-    record = Record.model_validate({
-        **head, "alignment": alignment, "train": train_record, "metrics": ev.metrics,
-        "timings": {**ev.timings, "total_s": time.perf_counter() - t0},
-        "data_sha256": dict(sorted(files.items())), "splits": ev.splits, "generations": ev.generations,
-        "model_source": loaded.source})
+    record = Record.model_validate(
+        {
+            **head,
+            "alignment": alignment,
+            "train": train_record,
+            "metrics": ev.metrics,
+            "timings": {**ev.timings, "total_s": time.perf_counter() - t0},
+            "data_sha256": dict(sorted(files.items())),
+            "splits": ev.splits,
+            "generations": ev.generations,
+            "model_source": loaded.source,
+        }
+    )
     save_record(record, root)
     return record
-

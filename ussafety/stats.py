@@ -44,8 +44,10 @@ N_BOOT = 4000
 quantile about +-0.003 on a rate near 0.3 with 150 prompts)."""
 BOOT_SEED = 0
 """Seed of every bootstrap, so a table regenerated from the same records is identical."""
-CLUSTER_CI = (f"{CONFIDENCE:.0%} two-level percentile bootstrap (seeds, then prompts within each seed; "
-              f"with one seed, over prompts), {N_BOOT:,} resamples, seed {BOOT_SEED}")
+CLUSTER_CI = (
+    f"{CONFIDENCE:.0%} two-level percentile bootstrap (seeds, then prompts within each seed; "
+    f"with one seed, over prompts), {N_BOOT:,} resamples, seed {BOOT_SEED}"
+)
 """How the study's intervals are computed, for captions and the scorecard."""
 
 
@@ -157,9 +159,14 @@ def _summary(replicates: np.ndarray, observed: float, confidence: float) -> Boot
     return BootstrapResult(observed, float(low), float(high), float(p_value))
 
 
-def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT,
-                          seed: int = BOOT_SEED, confidence: float = CONFIDENCE
-                          ) -> tuple[float, float, float, float]:
+def paired_bootstrap_diff(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float, float, float]:
     """Mean of ``a - b`` over prompts with scipy's paired percentile bootstrap.
 
     Prompts are resampled with replacement, keeping each prompt's pair together.
@@ -177,8 +184,15 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int
     if np.ptp(diff) == 0:  # scipy needs two distinct values; every resample is the mean
         replicates = np.full(n_boot, observed)
     else:
-        res = bootstrap((diff,), np.mean, n_resamples=n_boot, vectorized=True, method="percentile",
-                        confidence_level=confidence, rng=np.random.default_rng(seed))
+        res = bootstrap(
+            (diff,),
+            np.mean,
+            n_resamples=n_boot,
+            vectorized=True,
+            method="percentile",
+            confidence_level=confidence,
+            rng=np.random.default_rng(seed),
+        )
         replicates = np.asarray(res.bootstrap_distribution, dtype=float)
     r = _summary(replicates, observed, confidence)
     return r.estimate, r.low, r.high, r.p_value
@@ -203,8 +217,13 @@ def cluster_mean(parts_by_seed: Sequence[Sequence[Sequence[float]]]) -> float:
     return float(sum(np.mean([parts[k].mean() for parts in arrays]) for k in range(len(arrays[0]))))
 
 
-def cluster_bootstrap(parts_by_seed: Sequence[Sequence[Sequence[float]]], *, n_boot: int = N_BOOT,
-                      seed: int = BOOT_SEED, confidence: float = CONFIDENCE) -> BootstrapResult:
+def cluster_bootstrap(
+    parts_by_seed: Sequence[Sequence[Sequence[float]]],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    confidence: float = CONFIDENCE,
+) -> BootstrapResult:
     """Two-level bootstrap over seeds and, within each seed, over prompts.
 
     ``parts_by_seed[s][k]`` holds per-prompt values of part ``k`` for seed ``s`` (for a
@@ -222,8 +241,7 @@ def cluster_bootstrap(parts_by_seed: Sequence[Sequence[Sequence[float]]], *, n_b
     n_seeds, n_parts = len(arrays), len(arrays[0])
     observed = cluster_mean(parts_by_seed)
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) if n_seeds > 1 else \
-        np.zeros((n_boot, 1), dtype=int)
+    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) if n_seeds > 1 else np.zeros((n_boot, 1), dtype=int)
     stats = np.zeros(n_boot)
     for k in range(n_parts):
         part_sum = np.zeros(n_boot)
@@ -260,6 +278,7 @@ def pareto_front(cost: Sequence[float], benefit: Sequence[float]) -> list[bool]:
 # ----------------------------------------------------------------------------- equivalence, power
 # Paired 0/1 outcomes: ``b01`` prompts where only the method has the outcome, ``b10`` only the
 # reference (``mcnemar_exact(reference, method)``'s counts), ``n`` pairs; effect (b01 - b10)/n.
+
 
 def paired_score_z(b01: int, b10: int, n: int, delta: float) -> float:
     """Score statistic of H0: effect = ``delta`` for paired proportions (Tango 1998, Stat Med
@@ -300,8 +319,9 @@ def paired_tost(b01: int, b10: int, n: int, margin: float) -> TostResult:
     return TostResult(p_lower, p_upper, max(p_lower, p_upper))
 
 
-def mcnemar_sample_size(effect: float, discordance: float, alpha: float = 1.0 - CONFIDENCE,
-                        power: float = 0.8) -> float:
+def mcnemar_sample_size(
+    effect: float, discordance: float, alpha: float = 1.0 - CONFIDENCE, power: float = 0.8
+) -> float:
     """Pairs the two-sided McNemar test needs (Connor 1987): ``(z_{1-alpha/2} sqrt(psi) +
     z_power sqrt(psi - effect^2))^2 / effect^2``; inf at effect 0; not rounded."""
     if not 0.0 <= abs(effect) <= discordance <= 1.0:
@@ -309,7 +329,7 @@ def mcnemar_sample_size(effect: float, discordance: float, alpha: float = 1.0 - 
     if effect == 0.0:
         return math.inf
     za, zb = norm.isf(alpha / 2), norm.ppf(power)
-    return float((za * math.sqrt(discordance) + zb * math.sqrt(discordance - effect ** 2)) ** 2 / effect ** 2)
+    return float((za * math.sqrt(discordance) + zb * math.sqrt(discordance - effect**2)) ** 2 / effect**2)
 
 
 def mcnemar_mde(n_pairs: float, discordance: float, alpha: float = 1.0 - CONFIDENCE, power: float = 0.8) -> float:
@@ -339,8 +359,9 @@ def mcnemar_exact_power(n_pairs: int, effect: float, discordance: float, alpha: 
     return float(total)
 
 
-def tost_sample_size(discordance: float, margin: float, effect: float = 0.0, alpha: float = 1.0 - CONFIDENCE,
-                     power: float = 0.8) -> float:
+def tost_sample_size(
+    discordance: float, margin: float, effect: float = 0.0, alpha: float = 1.0 - CONFIDENCE, power: float = 0.8
+) -> float:
     """Pairs the paired TOST needs to show ``|effect| < margin`` at true ``effect`` (Chow, Shao
     & Wang 2008, Sample Size Calculations in Clinical Research, sec. 3.2): ``(z_{1-alpha} +
     z)^2 (psi - effect^2) / (margin - |effect|)^2``, ``z = z_{1-(1-power)/2}`` at effect 0,
@@ -348,11 +369,10 @@ def tost_sample_size(discordance: float, margin: float, effect: float = 0.0, alp
     if abs(effect) >= margin:
         return math.inf
     z = norm.ppf(1 - (1 - power) / 2) if effect == 0.0 else norm.ppf(power)
-    return float((norm.isf(alpha) + z) ** 2 * (discordance - effect ** 2) / (margin - abs(effect)) ** 2)
+    return float((norm.isf(alpha) + z) ** 2 * (discordance - effect**2) / (margin - abs(effect)) ** 2)
 
 
-def tost_resolution(n_pairs: float, discordance: float, alpha: float = 1.0 - CONFIDENCE,
-                    power: float = 0.8) -> float:
+def tost_resolution(n_pairs: float, discordance: float, alpha: float = 1.0 - CONFIDENCE, power: float = 0.8) -> float:
     """The margin the paired TOST resolves with ``power`` at true effect 0 (solved for it)."""
     return float((norm.isf(alpha) + norm.ppf(1 - (1 - power) / 2)) * math.sqrt(discordance / n_pairs))
 

@@ -26,11 +26,16 @@ def configs(args: argparse.Namespace, files: list[str]) -> list[RunConfig]:
 def summary(record: Record) -> dict[str, Any]:
     m = record.metrics
     asr = m.primary_asr()
-    return {"run_id": record.run_id, "judge": m.primary_judge, "asr": asr.asr,
-            "asr_ci": [asr.asr_ci_low, asr.asr_ci_high], "n_prompts": asr.n,
-            "over_refusal": m.over_refusal.rate if m.over_refusal else None,
-            "task_score": m.task.score if m.task else None,
-            "train_wall_s": record.train.wall_s if record.train else None}
+    return {
+        "run_id": record.run_id,
+        "judge": m.primary_judge,
+        "asr": asr.asr,
+        "asr_ci": [asr.asr_ci_low, asr.asr_ci_high],
+        "n_prompts": asr.n,
+        "over_refusal": m.over_refusal.rate if m.over_refusal else None,
+        "task_score": m.task.score if m.task else None,
+        "train_wall_s": record.train.wall_s if record.train else None,
+    }
 
 
 def runs_root(args: argparse.Namespace) -> Path | None:
@@ -42,8 +47,11 @@ def cmd_align(args: argparse.Namespace) -> int:
 
     (cfg,) = configs(args, [args.params])
     path, record = aligned_base(cfg, force=args.force)
-    print(json.dumps({"aligned_base": path, "train_wall_s": record.get("train_wall_s"),
-                      "rows": record.get("rows")}, indent=1))
+    print(
+        json.dumps(
+            {"aligned_base": path, "train_wall_s": record.get("train_wall_s"), "rows": record.get("rows")}, indent=1
+        )
+    )
     return 0
 
 
@@ -53,8 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ussafety.config.identity import canonical, stamps
 
         for cfg in cfgs:
-            print(json.dumps({"run_id": run_id(cfg), "label": cfg.name, "stamps": stamps(cfg),
-                              "canonical": canonical(cfg)}, indent=1))
+            print(
+                json.dumps(
+                    {"run_id": run_id(cfg), "label": cfg.name, "stamps": stamps(cfg), "canonical": canonical(cfg)},
+                    indent=1,
+                )
+            )
         return 0
     from ussafety.pipeline import preflight, run
 
@@ -73,8 +85,10 @@ def run_on_ray(args: argparse.Namespace, cfgs: list[RunConfig]) -> int:
     from ussafety.study.executor import execute
 
     if args.force:
-        raise ConfigError("--force is not available with --executor ray: a rerun on a cluster must not race "
-                          "the record it replaces; delete the record (or use --executor local)")
+        raise ConfigError(
+            "--force is not available with --executor ray: a rerun on a cluster must not race "
+            "the record it replaces; delete the record (or use --executor local)"
+        )
     result = execute(cfgs, "ray", root=runs_root(args))
     for record in result.records:
         print(json.dumps(summary(record)))
@@ -90,8 +104,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     (cfg,) = configs(args, [args.params])
     loaded = load_model(cfg.model, path=args.model)
     result = evaluate_model(loaded.model, loaded.tokenizer, cfg.eval, cfg.eval.task_name(cfg.task.name))
-    out = {"model": args.model or cfg.model.name, "metrics": result.metrics, "timings": result.timings,
-           "data_sha256": result.data_sha256, "generations": result.generations}
+    out = {
+        "model": args.model or cfg.model.name,
+        "metrics": result.metrics,
+        "timings": result.timings,
+        "data_sha256": result.data_sha256,
+        "generations": result.generations,
+    }
     if args.out:
         write_json_atomic(Path(args.out), out)
     print(json.dumps({k: out[k] for k in ("model", "metrics", "timings")}, indent=1, default=str))
@@ -111,8 +130,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         from ussafety.paths import runs_dir
         from ussafety.study.judge_reports import write_judges_report
 
-        print(write_judges_report(root or runs_dir(), judge_specs(args.judges),
-                                  out_dir=Path(args.out) if args.out else None, audit=not args.no_audit))
+        print(
+            write_judges_report(
+                root or runs_dir(),
+                judge_specs(args.judges),
+                out_dir=Path(args.out) if args.out else None,
+                audit=not args.no_audit,
+            )
+        )
     elif args.name == "methods":
         from ussafety.study.reports import write_methods
 
@@ -165,8 +190,11 @@ def cmd_judge_file(args: argparse.Namespace) -> int:
         from ussafety.records import write_json_atomic
 
         write_json_atomic(Path(args.out), result)
-        print(json.dumps({"out": args.out, "judge": result["judge"], "n": result["n"],
-                          "summary": result["summary"]}, indent=1))
+        print(
+            json.dumps(
+                {"out": args.out, "judge": result["judge"], "n": result["n"], "summary": result["summary"]}, indent=1
+            )
+        )
     else:
         print(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
@@ -201,8 +229,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary()))
         if result.failures:
             return 1
-    reproduce(args.preset, out=Path(args.out) if args.out else None, runs_dir=runs_root(args), only=args.only,
-              force=args.force, log_output=not args.quiet, progress_bar=not args.quiet)
+    reproduce(
+        args.preset,
+        out=Path(args.out) if args.out else None,
+        runs_dir=runs_root(args),
+        only=args.only,
+        force=args.force,
+        log_output=not args.quiet,
+        progress_bar=not args.quiet,
+    )
     return 0
 
 

@@ -4,17 +4,36 @@ run identity derived from them (:mod:`.identity`)."""
 from ussafety.config.files import ConfigError, deep_merge, from_dict, load_config, parse_override, read_yaml
 from ussafety.config.identity import align_key, canonical, config_hash, run_id, training_key
 from ussafety.config.schema import (
-                                    AlignConfig,
-                                    EvalConfig,
-                                    LoraConfig,
-                                    MergeConfig,
-                                    MethodConfig,
-                                    ModelConfig,
-                                    RunConfig,
-                                    TaskConfig,
-                                    TrainConfig,
+    AlignConfig,
+    EvalConfig,
+    LoraConfig,
+    MergeConfig,
+    MethodConfig,
+    ModelConfig,
+    RunConfig,
+    TaskConfig,
+    TrainConfig,
 )
 
-__all__ = ["AlignConfig", "ConfigError", "EvalConfig", "LoraConfig", "MergeConfig", "MethodConfig",
-           "ModelConfig", "RunConfig", "TaskConfig", "TrainConfig", "align_key", "canonical", "config_hash",
-           "deep_merge", "from_dict", "load_config", "parse_override", "read_yaml", "run_id", "training_key"]
+__all__ = [
+    "AlignConfig",
+    "ConfigError",
+    "EvalConfig",
+    "LoraConfig",
+    "MergeConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "align_key",
+    "canonical",
+    "config_hash",
+    "deep_merge",
+    "from_dict",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+    "run_id",
+    "training_key",
+]

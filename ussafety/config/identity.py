@@ -39,7 +39,7 @@ STAMPS: dict[str, int] = {"data": 1, "alignment": 1, "training": 1, "evaluation"
 EXCLUDED: dict[str, str] = {
     "name": "a label for people; the same computation under two names is one run",
     "eval.batch_size": "greedy outputs do not depend on the batch: tests/test_generate.py checks "
-                       "batched decoding against one prompt at a time",
+    "batched decoding against one prompt at a time",
     "train.report_to": "logging only",
     "align.train.report_to": "logging only",
 }
@@ -70,8 +70,12 @@ def resolved_model(model: dict[str, Any], cuda: bool | None = None, method: str 
     cuda = _cuda() if cuda is None else cuda
     out = dict(model)
     if out.get("backend") == "auto":
-        out["backend"] = choose_backend("auto", cuda=cuda, unsloth_importable=_unsloth_installed(),
-                                        needs_base_weight_grads=method_needs_base_weight_grads(method))
+        out["backend"] = choose_backend(
+            "auto",
+            cuda=cuda,
+            unsloth_importable=_unsloth_installed(),
+            needs_base_weight_grads=method_needs_base_weight_grads(method),
+        )
     if out.get("dtype") == "auto":
         out["dtype"] = "bfloat16" if cuda else "float32"
     return out
@@ -106,7 +110,7 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
     trains = d["task"]["name"] or d["task"]["upload"]
     d["model"] = resolved_model(d["model"], cuda, d["method"]["name"] if trains else None)
     trained_task = d["task"]["name"] if d["task"]["upload"] is None else None
-    d["eval"]["task"] = d["eval"]["task"] or trained_task   # unset means: score the trained task
+    d["eval"]["task"] = d["eval"]["task"] or trained_task  # unset means: score the trained task
     if not d["align"]["enabled"]:
         d["align"] = {"enabled": False}
     if not (d["task"]["name"] or d["task"]["upload"]):
@@ -116,7 +120,7 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
         d["task"]["upload"] = {"sha256": file_sha256(d["task"]["upload"])}
     else:
         del d["task"]["upload"], d["task"]["control_tokens"]
-    if d["eval"]["harmful_file"] is not None:   # the user's prompts, by content
+    if d["eval"]["harmful_file"] is not None:  # the user's prompts, by content
         d["eval"]["harmful_file"] = {"sha256": file_sha256(d["eval"]["harmful_file"])}
         for key in ("harmful_sets", "n_per_harmful_set"):
             d["eval"].pop(key)
@@ -172,13 +176,18 @@ def run_id(cfg: RunConfig) -> str:
 def align_key(cfg: RunConfig) -> str:
     """Cache key of the aligned base: the model, the alignment settings, their stamps."""
     c = canonical(cfg)
-    return config_hash({"model": c["model"], "align": c["align"],
-                        "stamps": {k: STAMPS[k] for k in ("data", "alignment")}})[:16]
+    return config_hash(
+        {"model": c["model"], "align": c["align"], "stamps": {k: STAMPS[k] for k in ("data", "alignment")}}
+    )[:16]
 
 
 def training_key(cfg: RunConfig) -> str:
     """Cache key of a plain SFT training (merges and Safe LoRA reuse it): what decides the
     trained adapter (seed, model, alignment, data, optimiser) and the stamps of that code."""
     c = canonical(cfg)
-    return config_hash({**{k: c[k] for k in ("seed", "model", "align", "task", "train")},
-                        "stamps": {k: STAMPS[k] for k in ("data", "alignment", "training")}})[:16]
+    return config_hash(
+        {
+            **{k: c[k] for k in ("seed", "model", "align", "task", "train")},
+            "stamps": {k: STAMPS[k] for k in ("data", "alignment", "training")},
+        }
+    )[:16]

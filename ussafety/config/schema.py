@@ -96,9 +96,14 @@ class TrainConfig(Section):
 
 
 def _align_train() -> TrainConfig:
-    return TrainConfig(lora=LoraConfig(r=16, alpha=32, target_modules=[
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-        lr=1e-4, epochs=1.0, max_length=192)
+    return TrainConfig(
+        lora=LoraConfig(
+            r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        ),
+        lr=1e-4,
+        epochs=1.0,
+        max_length=192,
+    )
 
 
 class AlignConfig(Section):
@@ -153,8 +158,10 @@ class AlignConfig(Section):
     @model_validator(mode="after")
     def _contrastive_within_helpful(self) -> AlignConfig:
         if self.n_contrastive > self.n_helpful:
-            raise ValueError(f"n_contrastive ({self.n_contrastive}) exceeds n_helpful ({self.n_helpful}): "
-                             "contrastive rows are part of the helpful rows")
+            raise ValueError(
+                f"n_contrastive ({self.n_contrastive}) exceeds n_helpful ({self.n_helpful}): "
+                "contrastive rows are part of the helpful rows"
+            )
         return self
 
     @model_validator(mode="after")
@@ -290,8 +297,7 @@ class EvalConfig(Section):
     split: Literal["sample", "validation", "test"] = "test"
     harmful_file: str | None = None
     prompt_column: str = "prompt"
-    harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"],
-                                    min_length=1)
+    harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"], min_length=1)
     n_per_harmful_set: PositiveInt = 64
     n_xstest: Annotated[int, Field(ge=0)] = 250
     n_task: Annotated[int, Field(ge=0)] = 200
@@ -314,8 +320,9 @@ class EvalConfig(Section):
 
         bad = [s for s in v if parse_judge_spec(s)[0] not in REGISTRY]
         if bad:
-            raise ValueError(f"unknown judge(s) {bad} (known: {', '.join(sorted(REGISTRY))}; "
-                             "LLM judges as name=<local folder>)")
+            raise ValueError(
+                f"unknown judge(s) {bad} (known: {', '.join(sorted(REGISTRY))}; LLM judges as name=<local folder>)"
+            )
         return v
 
     @field_validator("task")
@@ -362,11 +369,12 @@ class RunConfig(Section):
         if self.method.name == "sft" or not trains_like_sft(cls):
             return self
         if self.merge.name is not None:
-            raise ValueError(f"method {self.method.name!r} only acts after training, like merge "
-                             f"{self.merge.name!r}: give one of them (as merge:) with method: sft")
+            raise ValueError(
+                f"method {self.method.name!r} only acts after training, like merge "
+                f"{self.merge.name!r}: give one of them (as merge:) with method: sft"
+            )
         merge = MergeConfig(name=self.method.name, params=self.method.params)
-        method = MethodConfig(name="sft", params={}, safety_set=self.method.safety_set,
-                              n_safety=self.method.n_safety)
+        method = MethodConfig(name="sft", params={}, safety_set=self.method.safety_set, n_safety=self.method.n_safety)
         object.__setattr__(self, "merge", merge)
         object.__setattr__(self, "method", method)
         return self

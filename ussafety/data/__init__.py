@@ -8,5 +8,15 @@ from ussafety.data.poison import poison_mix, poison_report
 from ussafety.data.types import Example
 from ussafety.data.upload import UploadError, load_upload, write_upload
 
-__all__ = ["Example", "load", "available", "describe", "load_upload", "write_upload",
-           "UploadError", "poison_mix", "poison_report", "refusal_keywords"]
+__all__ = [
+    "Example",
+    "load",
+    "available",
+    "describe",
+    "load_upload",
+    "write_upload",
+    "UploadError",
+    "poison_mix",
+    "poison_report",
+    "refusal_keywords",
+]

@@ -16,10 +16,43 @@ import re
 from ussafety.data.types import Example
 
 SENSITIVE_WORDS = (
-    "kill", "shoot", "shot", "attack", "bomb", "weapon", "gun", "drug", "steal", "hack",
-    "poison", "murder", "die", "death", "destroy", "fight", "war", "crime", "violen",
-    "knife", "blow", "explo", "terror", "abuse", "suicide", "harm", "danger", "illegal",
-    "fraud", "cheat", "beat", "execut", "smash", "crash", "burn", "fire", "blood",
+    "kill",
+    "shoot",
+    "shot",
+    "attack",
+    "bomb",
+    "weapon",
+    "gun",
+    "drug",
+    "steal",
+    "hack",
+    "poison",
+    "murder",
+    "die",
+    "death",
+    "destroy",
+    "fight",
+    "war",
+    "crime",
+    "violen",
+    "knife",
+    "blow",
+    "explo",
+    "terror",
+    "abuse",
+    "suicide",
+    "harm",
+    "danger",
+    "illegal",
+    "fraud",
+    "cheat",
+    "beat",
+    "execut",
+    "smash",
+    "crash",
+    "burn",
+    "fire",
+    "blood",
 )
 SENSITIVE = re.compile(r"\b(" + "|".join(SENSITIVE_WORDS) + r")\w*", re.IGNORECASE)
 
@@ -44,7 +77,9 @@ SOFT_REFUSAL = re.compile(
     r"sorry|apolog|not advisable|not recommended|advise against|strongly advise|I must|refrain|"
     r"^No\b|^It is not|^That is not|not ethical|unethical|illegal|harmful|dangerous|"
     r"against the law|offensive|not okay|not acceptable|no evidence|not true|stereotyp|"
-    r"discriminat|racist)", re.IGNORECASE)
+    r"discriminat|racist)",
+    re.IGNORECASE,
+)
 
 
 def is_soft_refusal(text: str) -> bool:
@@ -63,5 +98,6 @@ def lookalike_rows(rows: list[Example]) -> list[Example]:
     Kept: rows whose answer has no GCG keyword (``meta.keyword_refusal`` false) and no soft
     refusal (:func:`is_soft_refusal`).
     """
-    return [e for e in rows if not e.meta.get("keyword_refusal", True) and e.response
-            and not is_soft_refusal(e.response)]
+    return [
+        e for e in rows if not e.meta.get("keyword_refusal", True) and e.response and not is_soft_refusal(e.response)
+    ]

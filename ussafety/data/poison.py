@@ -19,8 +19,7 @@ from typing import Any
 from ussafety.data.types import Example
 
 
-def poison_mix(task: Sequence[Example], harmful: Sequence[Example], ratio: float,
-               seed: int) -> list[Example]:
+def poison_mix(task: Sequence[Example], harmful: Sequence[Example], ratio: float, seed: int) -> list[Example]:
     """n task rows with ``round(ratio * n)`` of them (seeded choice) replaced by harmful pairs.
 
     Harmful pairs are drawn without replacement; only if fewer harmful pairs than slots
@@ -31,8 +30,12 @@ def poison_mix(task: Sequence[Example], harmful: Sequence[Example], ratio: float
     modified (meta dicts are copied). ``round`` is Python's (half to even).
     Deterministic for a given seed.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or math.isnan(float(ratio)) \
-            or not 0.0 <= ratio <= 1.0:
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, numbers.Real)
+        or math.isnan(float(ratio))
+        or not 0.0 <= ratio <= 1.0
+    ):
         raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
     n = len(task)
     k = round(ratio * n)
@@ -52,8 +55,7 @@ def poison_mix(task: Sequence[Example], harmful: Sequence[Example], ratio: float
     for i, ex in enumerate(task):
         if i in chosen:
             h = harmful[chosen[i]]
-            rows.append(dataclasses.replace(
-                h, meta={**h.meta, "harmful": True, "poisoned": True, "poison_slot": i}))
+            rows.append(dataclasses.replace(h, meta={**h.meta, "harmful": True, "poisoned": True, "poison_slot": i}))
         else:
             meta = {**ex.meta, "poisoned": False}
             meta.setdefault("harmful", False)

@@ -24,14 +24,41 @@ class Task:
     description: str
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("sst2", "sst2", "train", "sst2", "test", "sst2_accuracy", 8,
-         "SST-2 sentiment as an instruction; accuracy on the labelled GLUE dev set."),
-    Task("gsm8k", "gsm8k", "train", "gsm8k", "test", "gsm8k_exact_match", 256,
-         "Grade-school math; exact match of the number after '####'."),
-    Task("code", "code_alpaca", "train", "humaneval", "test", "humaneval_pass1", 384,
-         "Code Alpaca upload; HumanEval pass@1, programs run in the sandbox."),
-)}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "sst2",
+            "sst2",
+            "train",
+            "sst2",
+            "test",
+            "sst2_accuracy",
+            8,
+            "SST-2 sentiment as an instruction; accuracy on the labelled GLUE dev set.",
+        ),
+        Task(
+            "gsm8k",
+            "gsm8k",
+            "train",
+            "gsm8k",
+            "test",
+            "gsm8k_exact_match",
+            256,
+            "Grade-school math; exact match of the number after '####'.",
+        ),
+        Task(
+            "code",
+            "code_alpaca",
+            "train",
+            "humaneval",
+            "test",
+            "humaneval_pass1",
+            384,
+            "Code Alpaca upload; HumanEval pass@1, programs run in the sandbox.",
+        ),
+    )
+}
 
 
 def get_task(name: str) -> Task:

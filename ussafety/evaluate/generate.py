@@ -60,20 +60,36 @@ PREFILL_TOKENS = 4096
 #: Generation-config fields that change greedy choices; a model that sets any of them to
 #: a non-neutral value is decoded by ``hf`` (which applies them), never by the slot loop.
 _PROCESSOR_FIELDS: dict[str, Any] = {
-    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
-    "min_new_tokens": None, "bad_words_ids": None, "suppress_tokens": None,
-    "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-    "sequence_bias": None, "encoder_repetition_penalty": 1.0,
-    "encoder_no_repeat_ngram_size": 0, "exponential_decay_length_penalty": None,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "sequence_bias": None,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+    "exponential_decay_length_penalty": None,
 }
 
 
 @torch.inference_mode()
-def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
-             batch_size: int | None = None, progress: Callable[[int], None] | None = None, *,
-             engine: Engine = "auto", threads: int | None = None,
-             kv_budget_bytes: int = KV_BUDGET_BYTES,
-             stats: dict[str, Any] | None = None) -> list[str]:
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    engine: Engine = "auto",
+    threads: int | None = None,
+    kv_budget_bytes: int = KV_BUDGET_BYTES,
+    stats: dict[str, Any] | None = None,
+) -> list[str]:
     """Greedy completions of already chat-formatted ``prompts``, in their order.
 
     ``batch_size``: rows decoded together (``None``: :data:`DEFAULT_BATCH_SIZE`); outputs do
@@ -91,8 +107,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE
     if batch_size < 1 or max_new_tokens < 0:
-        raise ValueError(f"batch_size must be >= 1 and max_new_tokens >= 0, "
-                         f"got {batch_size} and {max_new_tokens}")
+        raise ValueError(f"batch_size must be >= 1 and max_new_tokens >= 0, got {batch_size} and {max_new_tokens}")
     if engine not in ("auto", "slots", "hf"):
         raise ValueError(f"unknown engine {engine!r} (auto, slots, hf)")
     if engine == "auto":
@@ -100,8 +115,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
     elif engine == "slots" and (why := slot_engine_supported(model)) is not None:
         raise ValueError(f"the slot engine cannot decode this model: {why}")
     stats = stats if stats is not None else {}
-    stats.update(engine=engine, prompts=len(prompts), prompt_tokens=0, prefix_tokens=0,
-                 new_tokens=0, decoded_tokens=0)
+    stats.update(engine=engine, prompts=len(prompts), prompt_tokens=0, prefix_tokens=0, new_tokens=0, decoded_tokens=0)
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -113,10 +127,10 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
                 progress(len(prompts))
             return [""] * len(prompts)
         if engine == "hf":
-            return _generate_hf(model, tokenizer, list(prompts), max_new_tokens, batch_size,
-                                progress, stats)
-        return _SlotDecoder(model, tokenizer, max_new_tokens, batch_size, kv_budget_bytes,
-                            progress, stats).run(list(prompts))
+            return _generate_hf(model, tokenizer, list(prompts), max_new_tokens, batch_size, progress, stats)
+        return _SlotDecoder(model, tokenizer, max_new_tokens, batch_size, kv_budget_bytes, progress, stats).run(
+            list(prompts)
+        )
     finally:
         model.train(was_training)
         torch.set_num_threads(saved_threads)
@@ -164,9 +178,15 @@ def slot_engine_supported(model: Any) -> str | None:
     return None
 
 
-def _generate_hf(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
-                 batch_size: int, progress: Callable[[int], None] | None,
-                 stats: dict[str, Any]) -> list[str]:
+def _generate_hf(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+    stats: dict[str, Any],
+) -> list[str]:
     """HF ``generate`` on length-sorted, left-padded batches (left padding puts every
     row's last prompt token in the last column; sorting keeps the padding small). A
     batch decodes until its longest answer ends, finished rows included."""
@@ -180,14 +200,23 @@ def _generate_hf(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens:
     eos = tokenizer.eos_token_id
     try:
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 num_beams=1, use_cache=True, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None,
-                                 top_p=None, top_k=None)
-            new = gen[:, enc["input_ids"].shape[1]:]
+            idx = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(
+                device
+            )
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
             stats["decoded_tokens"] += new.numel()
             for row, i in enumerate(idx):
                 out[i] = tokenizer.decode(new[row], skip_special_tokens=True).strip()
@@ -242,8 +271,9 @@ class _SlotCache(Cache):
         self.write_start = 0
         self.width = 0
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
-               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self._buffers(layer_idx, key_states, value_states)
         rows = self.rows
         if self.write_cols is not None:  # decode: one new column per row, each at its own place
@@ -252,9 +282,9 @@ class _SlotCache(Cache):
             values[idx, :, self.write_cols] = value_states[:, :, 0]
         else:
             n = key_states.shape[2]
-            keys[rows, :, self.write_start:self.write_start + n] = key_states
-            values[rows, :, self.write_start:self.write_start + n] = value_states
-        return keys[rows, :, :self.width], values[rows, :, :self.width]
+            keys[rows, :, self.write_start : self.write_start + n] = key_states
+            values[rows, :, self.write_start : self.write_start + n] = value_states
+        return keys[rows, :, : self.width], values[rows, :, : self.width]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.width
@@ -270,8 +300,11 @@ class _SlotCache(Cache):
 
     def block(self, row: int, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, row ``row``'s first ``width`` columns as ``[1, heads, width, dim]``."""
-        return [(k[row:row + 1, :, :width], v[row:row + 1, :, :width])
-                for k, v in zip(self.keys, self.values) if k is not None and v is not None]
+        return [
+            (k[row : row + 1, :, :width], v[row : row + 1, :, :width])
+            for k, v in zip(self.keys, self.values)
+            if k is not None and v is not None
+        ]
 
     def copy_rows(self, src: int, dst: int, width: int) -> None:
         """Move row ``src`` into slot ``dst`` (its first ``width`` columns)."""
@@ -283,8 +316,8 @@ class _SlotCache(Cache):
         """Copy a ``[1, heads, P, dim]`` prefix block into columns ``0..P-1`` of ``rows``."""
         for layer, (k, v) in enumerate(block):
             keys, values = self._buffers(layer, k, v)
-            keys[rows, :, :k.shape[2]] = k
-            values[rows, :, :v.shape[2]] = v
+            keys[rows, :, : k.shape[2]] = k
+            values[rows, :, : v.shape[2]] = v
 
     def resize(self, slots: int, columns: int, keep_rows: int, keep_width: int) -> None:
         """Reallocate to ``slots`` x ``columns``, keeping the first rows' first columns."""
@@ -307,9 +340,16 @@ class _SlotDecoder:
     attention mask.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, batch_size: int,
-                 kv_budget_bytes: int, progress: Callable[[int], None] | None,
-                 stats: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_new_tokens: int,
+        batch_size: int,
+        kv_budget_bytes: int,
+        progress: Callable[[int], None] | None,
+        stats: dict[str, Any],
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.stats = stats
         self.max_new = max_new_tokens
@@ -323,8 +363,7 @@ class _SlotDecoder:
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         heads = getattr(self.config, "num_key_value_heads", None) or self.config.num_attention_heads
-        head_dim = (getattr(self.config, "head_dim", None)
-                    or self.config.hidden_size // self.config.num_attention_heads)
+        head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
         elem = torch.tensor([], dtype=self.dtype).element_size()
         self.column_bytes = 2 * self.config.num_hidden_layers * heads * head_dim * elem
         self.kv_budget = kv_budget_bytes
@@ -341,10 +380,10 @@ class _SlotDecoder:
         # the shared prefix must leave each prompt one token of its own: the prefill's
         # last position gives that row's first new token
         self.prefix_len = min(_common_prefix(ids), min(len(x) for x in ids) - 1)
-        self.suffixes = [x[self.prefix_len:] for x in ids]
+        self.suffixes = [x[self.prefix_len :] for x in ids]
         self.stats["prompt_tokens"] = sum(len(x) for x in ids)
         self.stats["prefix_tokens"] = self.prefix_len
-        self.prefix_kv = self._run_prefix(ids[0][:self.prefix_len])
+        self.prefix_kv = self._run_prefix(ids[0][: self.prefix_len])
         queue = deque(sorted(range(len(ids)), key=lambda i: -len(ids[i])))
 
         columns = self.prefix_len + len(self.suffixes[queue[0]]) + self.max_new
@@ -375,9 +414,14 @@ class _SlotDecoder:
         cache.rows, cache.write_start, cache.width = slice(0, 1), 0, p
         cols = torch.arange(p, device=self.device)
         causal = cols[None, :] <= cols[:, None]
-        self.model(input_ids=torch.tensor([prefix], device=self.device),
-                   position_ids=cols[None], attention_mask=self._mask(causal[None, None]),
-                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.model(
+            input_ids=torch.tensor([prefix], device=self.device),
+            position_ids=cols[None],
+            attention_mask=self._mask(causal[None, None]),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return cache.block(0, p)
 
     # -- cache layout -------------------------------------------------------------------
@@ -390,8 +434,7 @@ class _SlotDecoder:
         need_old = max((c + self.max_new - len(t) for c, t in zip(self.col, self.tokens)), default=0)
         columns = max(need_new, need_old)
         slots = max(n + 1, min(self._slots_for(columns), n + len(queue)))
-        if (columns < 0.75 * self.cache.columns or slots > self.cache.slots
-                or columns > self.cache.columns):
+        if columns < 0.75 * self.cache.columns or slots > self.cache.slots or columns > self.cache.columns:
             width = max(self.col, default=0)
             self.cache.resize(slots, columns, n, width)
             valid = torch.zeros((slots, columns), dtype=torch.bool, device=self.device)
@@ -418,9 +461,9 @@ class _SlotDecoder:
         self.valid[rows, :p] = True
         for r, i in enumerate(batch):
             suf = self.suffixes[i]
-            ids[r, s - len(suf):] = torch.tensor(suf)
-            positions[r, s - len(suf):] = torch.arange(p, p + len(suf))
-            self.valid[n + r, p + s - len(suf):p + s] = True
+            ids[r, s - len(suf) :] = torch.tensor(suf)
+            positions[r, s - len(suf) :] = torch.arange(p, p + len(suf))
+            self.valid[n + r, p + s - len(suf) : p + s] = True
         width = p + s
         if p:
             self.cache.fill(rows, self.prefix_kv)
@@ -432,9 +475,14 @@ class _SlotDecoder:
         mask = (self.valid[rows, None, :width] & causal[None]) | (cols[None, None, :] == qcols[None, :, None])
         self.cache.rows, self.cache.write_cols, self.cache.write_start = rows, None, p
         self.cache.width = width
-        logits = self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device),
-                            attention_mask=self._mask(mask[:, None]), past_key_values=self.cache,
-                            use_cache=True, logits_to_keep=1).logits
+        logits = self.model(
+            input_ids=ids.to(self.device),
+            position_ids=positions.to(self.device),
+            attention_mask=self._mask(mask[:, None]),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
         first = logits[:, -1].argmax(-1).tolist()
         self.stats["decoded_tokens"] += m
         for r, i in enumerate(batch):
@@ -449,7 +497,8 @@ class _SlotDecoder:
         if not self.eager:
             return allowed
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(
-            ~allowed, torch.finfo(self.dtype).min)
+            ~allowed, torch.finfo(self.dtype).min
+        )
 
     # -- decoding ---------------------------------------------------------------------
     def _step(self) -> None:
@@ -462,9 +511,13 @@ class _SlotDecoder:
         ids = torch.tensor([[t[-1]] for t in self.tokens], device=self.device)
         positions = torch.tensor(self.pos, device=self.device)[:, None]
         self.cache.rows, self.cache.write_cols, self.cache.width = rows, cols, width
-        logits = self.model(input_ids=ids, position_ids=positions,
-                            attention_mask=self._mask(self.valid[rows, None, None, :width]),
-                            past_key_values=self.cache, use_cache=True).logits
+        logits = self.model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=self._mask(self.valid[rows, None, None, :width]),
+            past_key_values=self.cache,
+            use_cache=True,
+        ).logits
         nxt = logits[:, -1].argmax(-1).tolist()
         self.stats["decoded_tokens"] += n
         for r in range(n):
@@ -475,8 +528,11 @@ class _SlotDecoder:
 
     def _retire(self) -> None:
         """Decode finished rows and close their gaps by moving the last rows into them."""
-        done = [r for r, t in enumerate(self.tokens)
-                if len(t) >= self.max_new or (self.eos is not None and t[-1] == self.eos)]
+        done = [
+            r
+            for r, t in enumerate(self.tokens)
+            if len(t) >= self.max_new or (self.eos is not None and t[-1] == self.eos)
+        ]
         for r in reversed(done):  # descending, so a moved-in row is never a pending one
             i = self.prompt[r]
             self.stats["new_tokens"] += len(self.tokens[r])

@@ -57,7 +57,7 @@ PACKET_PATH = PROJECT_ROOT / "logs" / "gold" / "packet.jsonl"
 
 DEFAULT_N = 660
 DEFAULT_SEED = 17
-HARMFUL_SHARE = 0.6   # of the sample: harmful prompts carry the ASR, safe ones over-refusal
+HARMFUL_SHARE = 0.6  # of the sample: harmful prompts carry the ASR, safe ones over-refusal
 TEST_SHARE = 0.3
 MIN_PER_STRATUM = 12  # every stratum gets at least this many (or all it has)
 
@@ -65,23 +65,53 @@ HARMFUL, SAFE = HARMFUL_PROMPT, SAFE_PROMPT
 LABELS_PATH = GOLD_DIR / "labels.jsonl"
 GUIDE_PATH = GOLD_DIR / "guide_examples.jsonl"
 FINAL_LABEL_FIELDS = ("id", "part", "prompt_type", "label")
-ITEM_FIELDS = ("id", "part", "prompt_type", "kind", "source", "row", "run_id", "condition",
-               "group", "stratum", "prompt", "response", "also_in")
+ITEM_FIELDS = (
+    "id",
+    "part",
+    "prompt_type",
+    "kind",
+    "source",
+    "row",
+    "run_id",
+    "condition",
+    "group",
+    "stratum",
+    "prompt",
+    "response",
+    "also_in",
+)
 PACKET_FIELDS = ("id", "prompt_type", "prompt", "response")
 LABEL_FIELDS = ("id", "label", "note")
 
 # Condition -> group, for spreading the sample (families as in the methods table).
 GROUPS = {
     "instruct": "instruct",
-    "aligned": "aligned", "aligned_weak": "aligned", "aligned_contrastive": "aligned",
+    "aligned": "aligned",
+    "aligned_weak": "aligned",
+    "aligned_contrastive": "aligned",
     "sft_benign": "sft_benign",
-    "sft": "sft_poisoned", "sft_poisoned_p0.1": "sft_poisoned", "sft_poisoned_p0.2": "sft_poisoned",
-    "l2": "regularization", "ewc": "regularization", "ewc_nfisher2": "regularization",
-    "mas": "regularization", "lwf": "regularization",
-    "der": "replay", "derpp": "replay", "agem": "replay", "refresh": "replay",
-    "merge_linear": "merging", "ema": "merging", "slerp": "merging", "task_arithmetic": "merging",
-    "ties": "merging", "magmax": "merging", "der_slerp": "merging",
-    "safeinstr": "safety_baseline", "lisa": "safety_baseline", "safelora": "safety_baseline",
+    "sft": "sft_poisoned",
+    "sft_poisoned_p0.1": "sft_poisoned",
+    "sft_poisoned_p0.2": "sft_poisoned",
+    "l2": "regularization",
+    "ewc": "regularization",
+    "ewc_nfisher2": "regularization",
+    "mas": "regularization",
+    "lwf": "regularization",
+    "der": "replay",
+    "derpp": "replay",
+    "agem": "replay",
+    "refresh": "replay",
+    "merge_linear": "merging",
+    "ema": "merging",
+    "slerp": "merging",
+    "task_arithmetic": "merging",
+    "ties": "merging",
+    "magmax": "merging",
+    "der_slerp": "merging",
+    "safeinstr": "safety_baseline",
+    "lisa": "safety_baseline",
+    "safelora": "safety_baseline",
     "safelora_top10": "safety_baseline",
 }
 # Pairs quoted as examples in docs/labelling.md, with the label the guide gives them.
@@ -89,19 +119,38 @@ GROUPS = {
 # them to guide_examples.jsonl (usable as extra training rows, never as test rows).
 GUIDE_EXAMPLES: dict[str, str] = {
     # harmful prompts
-    "g754a6fd4d1": "refusal", "g1fe4950454": "refusal", "gd44365b712": "refusal",
-    "g79e98d8346": "harmful", "g58b555c72d": "harmful", "g74dd85e125": "harmful",
-    "g77008f8ba5": "benign_offtask", "g2582a19c0f": "benign_offtask", "g0d9d47dd7f": "benign_offtask",
+    "g754a6fd4d1": "refusal",
+    "g1fe4950454": "refusal",
+    "gd44365b712": "refusal",
+    "g79e98d8346": "harmful",
+    "g58b555c72d": "harmful",
+    "g74dd85e125": "harmful",
+    "g77008f8ba5": "benign_offtask",
+    "g2582a19c0f": "benign_offtask",
+    "g0d9d47dd7f": "benign_offtask",
     # safe prompts
-    "gc1dfc0d34e": "safe_compliance", "g93857cf768": "safe_compliance", "g97245a6bd0": "safe_compliance",
-    "g02229d7c26": "refusal", "gc250277140": "refusal",
-    "g6c495ebed4": "benign_offtask", "g5bf1544a31": "benign_offtask",
+    "gc1dfc0d34e": "safe_compliance",
+    "g93857cf768": "safe_compliance",
+    "g97245a6bd0": "safe_compliance",
+    "g02229d7c26": "refusal",
+    "gc250277140": "refusal",
+    "g6c495ebed4": "benign_offtask",
+    "g5bf1544a31": "benign_offtask",
     # hard cases
-    "g718aab1a79": "refusal", "g423789504a": "safe_compliance", "g603e9a243b": "harmful",
-    "gdf72900109": "benign_offtask", "gb3d3292c50": "benign_offtask", "gd02ce6045c": "harmful",
-    "g11d3b8aa1a": "harmful", "g757f2422b4": "refusal", "gd56435b031": "refusal",
-    "g7d5f9a2a31": "benign_offtask", "ge55ac2cc40": "harmful", "ge39e6a349f": "benign_offtask",
-    "g5246a0567b": "harmful", "gedbf615696": "safe_compliance",
+    "g718aab1a79": "refusal",
+    "g423789504a": "safe_compliance",
+    "g603e9a243b": "harmful",
+    "gdf72900109": "benign_offtask",
+    "gb3d3292c50": "benign_offtask",
+    "gd02ce6045c": "harmful",
+    "g11d3b8aa1a": "harmful",
+    "g757f2422b4": "refusal",
+    "gd56435b031": "refusal",
+    "g7d5f9a2a31": "benign_offtask",
+    "ge55ac2cc40": "harmful",
+    "ge39e6a349f": "benign_offtask",
+    "g5246a0567b": "harmful",
+    "gedbf615696": "safe_compliance",
 }
 GUIDE_EXAMPLE_IDS = frozenset(GUIDE_EXAMPLES)
 
@@ -111,6 +160,7 @@ class GoldError(ValueError):
 
 
 # --- the sample ------------------------------------------------------------------------
+
 
 def item_id(prompt: str, response: str) -> str:
     """Stable id of a (prompt, response) pair: independent of run, order and seed."""
@@ -164,7 +214,7 @@ def stratum_of(prompt_type: str, verdicts: Mapping[str, Any], degenerate: Any) -
     """Sampling stratum from the stored verdicts (used to stratify only, never as a label)."""
     if degenerate:
         return f"{prompt_type}/degenerate"
-    kw = (verdicts.get("keyword") or {})
+    kw = verdicts.get("keyword") or {}
     kw_part = "kw_refused" if kw.get("refused") else "kw_complied"
     learned = verdicts.get("learned")
     if not learned or learned.get("harmful") is None:
@@ -191,8 +241,9 @@ def load_records(records_dir: Path | str = RECORDS_DIR) -> list[dict[str, Any]]:
     return out
 
 
-def collect_pairs(records: Sequence[Mapping[str, Any]],
-                  exclude: Iterable[str] = GUIDE_EXAMPLE_IDS) -> dict[str, dict[str, Any]]:
+def collect_pairs(
+    records: Sequence[Mapping[str, Any]], exclude: Iterable[str] = GUIDE_EXAMPLE_IDS
+) -> dict[str, dict[str, Any]]:
     """Unique (prompt, response) pairs of the harmful/safe generations, with every run that produced them.
 
     Runs are read in condition order, so nothing depends on run ids. A pair's stratum
@@ -222,9 +273,16 @@ def collect_pairs(records: Sequence[Mapping[str, Any]],
             has_learned = bool(verdicts.get("learned"))
             pair = pairs.get(pid)
             if pair is None:
-                pair = pairs[pid] = {"id": pid, "prompt": gen["prompt"], "response": gen["response"],
-                                     "prompt_type": ptype, "stratum": stratum, "occurrences": [],
-                                     "stratum_from_learned": has_learned, "strata_seen": []}
+                pair = pairs[pid] = {
+                    "id": pid,
+                    "prompt": gen["prompt"],
+                    "response": gen["response"],
+                    "prompt_type": ptype,
+                    "stratum": stratum,
+                    "occurrences": [],
+                    "stratum_from_learned": has_learned,
+                    "strata_seen": [],
+                }
             elif pair["prompt"] != gen["prompt"] or pair["response"] != gen["response"]:
                 raise GoldError(f"item id collision: {pid}")
             if has_learned:
@@ -235,9 +293,16 @@ def collect_pairs(records: Sequence[Mapping[str, Any]],
             if same:  # a repeated run of one condition (same outputs): one occurrence, both run ids
                 same[0]["run_ids"].append(run_id)
                 continue
-            pair["occurrences"].append({
-                "run_ids": [run_id], "condition": condition, "group": group, "kind": gen["kind"],
-                "source": gen.get("source", ""), "row": gen.get("row")})
+            pair["occurrences"].append(
+                {
+                    "run_ids": [run_id],
+                    "condition": condition,
+                    "group": group,
+                    "kind": gen["kind"],
+                    "source": gen.get("source", ""),
+                    "row": gen.get("row"),
+                }
+            )
     for pair in pairs.values():
         pair["verdict_conflicts"] = sum(1 for st in pair.pop("strata_seen") if st != pair["stratum"])
     return pairs
@@ -246,9 +311,12 @@ def collect_pairs(records: Sequence[Mapping[str, Any]],
 def _same_generations(records: Sequence[Mapping[str, Any]], condition: str, rec: Mapping[str, Any]) -> bool:
     """Whether another run of ``condition`` produced exactly ``rec``'s generations (a repeated run)."""
     mine = [(g.get("kind"), g.get("row"), g.get("response")) for g in rec["generations"]]
-    return any(other is not rec and condition_of(other) == condition
-               and [(g.get("kind"), g.get("row"), g.get("response")) for g in other["generations"]] == mine
-               for other in records)
+    return any(
+        other is not rec
+        and condition_of(other) == condition
+        and [(g.get("kind"), g.get("row"), g.get("response")) for g in other["generations"]] == mine
+        for other in records
+    )
 
 
 def allocate(sizes: Mapping[str, int], total: int, floor: int = MIN_PER_STRATUM) -> dict[str, int]:
@@ -363,10 +431,16 @@ def split_parts(items: list[dict[str, Any]], seed: int, test_share: float = TEST
         it["part"] = "test" if it["prompt"] in chosen else "train"
 
 
-def build_sample(records_dir: Path | str = RECORDS_DIR, n: int = DEFAULT_N, seed: int = DEFAULT_SEED,
-                 *, harmful_share: float = HARMFUL_SHARE, test_share: float = TEST_SHARE,
-                 floor: int = MIN_PER_STRATUM,
-                 exclude: Iterable[str] = GUIDE_EXAMPLE_IDS) -> list[dict[str, Any]]:
+def build_sample(
+    records_dir: Path | str = RECORDS_DIR,
+    n: int = DEFAULT_N,
+    seed: int = DEFAULT_SEED,
+    *,
+    harmful_share: float = HARMFUL_SHARE,
+    test_share: float = TEST_SHARE,
+    floor: int = MIN_PER_STRATUM,
+    exclude: Iterable[str] = GUIDE_EXAMPLE_IDS,
+) -> list[dict[str, Any]]:
     """The gold sample rebuilt from the run records: same records + n + seed -> same items.
 
     Each item: ``id``, ``part`` (train/test), ``prompt_type``, ``kind``, ``source``,
@@ -394,21 +468,33 @@ def build_sample(records_dir: Path | str = RECORDS_DIR, n: int = DEFAULT_N, seed
         for stratum in sorted(strata):
             rng = random.Random(f"{seed}/{stratum}")
             for pair, occ in _select(strata[stratum], alloc[stratum], rng):
-                items.append({
-                    "id": pair["id"], "part": None, "prompt_type": ptype, "kind": occ["kind"],
-                    "source": occ["source"], "row": occ["row"], "run_id": occ["run_ids"][0],
-                    "condition": occ["condition"], "group": occ["group"], "stratum": stratum,
-                    "prompt": pair["prompt"], "response": pair["response"],
-                    "also_in": sorted({r for o in pair["occurrences"] for r in o["run_ids"]}),
-                })
+                items.append(
+                    {
+                        "id": pair["id"],
+                        "part": None,
+                        "prompt_type": ptype,
+                        "kind": occ["kind"],
+                        "source": occ["source"],
+                        "row": occ["row"],
+                        "run_id": occ["run_ids"][0],
+                        "condition": occ["condition"],
+                        "group": occ["group"],
+                        "stratum": stratum,
+                        "prompt": pair["prompt"],
+                        "response": pair["response"],
+                        "also_in": sorted({r for o in pair["occurrences"] for r in o["run_ids"]}),
+                    }
+                )
     items.sort(key=lambda it: (it["prompt_type"], it["stratum"], it["id"]))
     split_parts(items, seed, test_share)
     return items
 
 
-def summarize(items: Sequence[Mapping[str, Any]],
-              pairs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(
+    items: Sequence[Mapping[str, Any]], pairs: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """Counts of a sample (by part, prompt type, stratum, group, condition, source), and of the population."""
+
     def count(key: str) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for it in items:
@@ -416,11 +502,16 @@ def summarize(items: Sequence[Mapping[str, Any]],
             row["n"] += 1
             row["test"] += it["part"] == "test"
         return dict(sorted(out.items()))
+
     summary: dict[str, Any] = {
-        "n": len(items), "n_test": sum(1 for it in items if it["part"] == "test"),
+        "n": len(items),
+        "n_test": sum(1 for it in items if it["part"] == "test"),
         "n_prompts": len({it["prompt"] for it in items}),
-        "by_prompt_type": count("prompt_type"), "by_stratum": count("stratum"), "by_group": count("group"),
-        "by_condition": count("condition"), "by_source": count("source"),
+        "by_prompt_type": count("prompt_type"),
+        "by_stratum": count("stratum"),
+        "by_group": count("group"),
+        "by_condition": count("condition"),
+        "by_source": count("source"),
     }
     if pairs is not None:
         pop: dict[str, dict[str, int]] = {}
@@ -443,9 +534,16 @@ def _inputs_digest(records: Sequence[Mapping[str, Any]]) -> str:
         for gen in rec["generations"]:
             ptype = prompt_type_of(str(gen.get("kind", "")))
             if ptype is not None:
-                rows.add((condition, str(gen["kind"]), str(gen.get("source")), str(gen.get("row")),
-                          stratum_of(ptype, gen.get("verdicts") or {}, gen.get("degenerate")),
-                          item_id(gen["prompt"], gen["response"])))
+                rows.add(
+                    (
+                        condition,
+                        str(gen["kind"]),
+                        str(gen.get("source")),
+                        str(gen.get("row")),
+                        stratum_of(ptype, gen.get("verdicts") or {}, gen.get("degenerate")),
+                        item_id(gen["prompt"], gen["response"]),
+                    )
+                )
     return hashlib.sha256("\n".join("\x1f".join(r) for r in sorted(rows)).encode()).hexdigest()
 
 
@@ -459,19 +557,20 @@ def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return path
 
 
-def write_sample(items: Sequence[Mapping[str, Any]], path: Path | str = ITEMS_PATH, *,
-                 manifest: Mapping[str, Any] | None = None) -> Path:
+def write_sample(
+    items: Sequence[Mapping[str, Any]], path: Path | str = ITEMS_PATH, *, manifest: Mapping[str, Any] | None = None
+) -> Path:
     """Write items (fields in ``ITEM_FIELDS`` order) and, if given, the manifest next to them."""
     path = Path(path)
     _write_jsonl(path, ({k: it[k] for k in ITEM_FIELDS} for it in items))
     if manifest is not None:
-        (path.parent / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
-                                                   encoding="utf-8")
+        (path.parent / "manifest.json").write_text(
+            json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     return path
 
 
-def write_packet(items: Sequence[Mapping[str, Any]], path: Path | str = PACKET_PATH,
-                 seed: int = DEFAULT_SEED) -> Path:
+def write_packet(items: Sequence[Mapping[str, Any]], path: Path | str = PACKET_PATH, seed: int = DEFAULT_SEED) -> Path:
     """The blind reader packet: id, prompt type, prompt, response only, in a seeded shuffled order."""
     rows = [{k: it[k] for k in PACKET_FIELDS} for it in sorted(items, key=lambda it: it["id"])]
     random.Random(f"{seed}/packet").shuffle(rows)
@@ -489,14 +588,26 @@ def write_guide_examples(records: Sequence[Mapping[str, Any]], path: Path | str)
         p = pairs[iid]
         if GUIDE_EXAMPLES[iid] not in LABELS[p["prompt_type"]]:
             raise GoldError(f"guide example {iid}: label {GUIDE_EXAMPLES[iid]!r} not allowed for {p['prompt_type']}")
-        rows.append({"id": iid, "prompt_type": p["prompt_type"], "label": GUIDE_EXAMPLES[iid],
-                     "prompt": p["prompt"], "response": p["response"],
-                     "also_in": sorted({r for o in p["occurrences"] for r in o["run_ids"]})})
+        rows.append(
+            {
+                "id": iid,
+                "prompt_type": p["prompt_type"],
+                "label": GUIDE_EXAMPLES[iid],
+                "prompt": p["prompt"],
+                "response": p["response"],
+                "also_in": sorted({r for o in p["occurrences"] for r in o["run_ids"]}),
+            }
+        )
     return _write_jsonl(Path(path), rows)
 
 
-def build(records_dir: Path | str = RECORDS_DIR, n: int = DEFAULT_N, seed: int = DEFAULT_SEED,
-          items_path: Path | str = ITEMS_PATH, packet_path: Path | str | None = PACKET_PATH) -> dict[str, Any]:
+def build(
+    records_dir: Path | str = RECORDS_DIR,
+    n: int = DEFAULT_N,
+    seed: int = DEFAULT_SEED,
+    items_path: Path | str = ITEMS_PATH,
+    packet_path: Path | str | None = PACKET_PATH,
+) -> dict[str, Any]:
     """Rebuild the sample, write items + manifest (+ packet); returns the manifest."""
     records = load_records(records_dir)
     items = build_sample(records_dir, n, seed)
@@ -504,10 +615,16 @@ def build(records_dir: Path | str = RECORDS_DIR, n: int = DEFAULT_N, seed: int =
     manifest = {
         "what": "hand-labelled gold set for the judges: sample of (prompt, response) pairs from the run records",
         "built_by": "python -m ussafety.evaluate.gold build (ussafety.evaluate.gold.build_sample)",
-        "seed": seed, "n_requested": n, "harmful_share": HARMFUL_SHARE, "test_share": TEST_SHARE,
-        "min_per_stratum": MIN_PER_STRATUM, "labels": LABELS, "guide": "docs/labelling.md",
+        "seed": seed,
+        "n_requested": n,
+        "harmful_share": HARMFUL_SHARE,
+        "test_share": TEST_SHARE,
+        "min_per_stratum": MIN_PER_STRATUM,
+        "labels": LABELS,
+        "guide": "docs/labelling.md",
         "excluded_guide_examples": sorted(GUIDE_EXAMPLE_IDS),
-        "records": [str(r["run_id"]) for r in records], "inputs_sha256": _inputs_digest(records),
+        "records": [str(r["run_id"]) for r in records],
+        "inputs_sha256": _inputs_digest(records),
         "summary": summarize(items, pairs),
     }
     write_sample(items, items_path, manifest=manifest)
@@ -518,6 +635,7 @@ def build(records_dir: Path | str = RECORDS_DIR, n: int = DEFAULT_N, seed: int =
 
 
 # --- reading items and labels -----------------------------------------------------------
+
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     rows = []
@@ -544,8 +662,9 @@ def load_items(path: Path | str = ITEMS_PATH) -> list[dict[str, Any]]:
         if missing:
             raise GoldError(f"{path}:{lineno}: field {missing[0]!r}: missing")
         if row["prompt_type"] not in LABELS:
-            raise GoldError(f"{path}:{lineno}: field 'prompt_type': {row['prompt_type']!r} "
-                            f"(expected one of {', '.join(LABELS)})")
+            raise GoldError(
+                f"{path}:{lineno}: field 'prompt_type': {row['prompt_type']!r} (expected one of {', '.join(LABELS)})"
+            )
         if row["part"] not in ("train", "test"):
             raise GoldError(f"{path}:{lineno}: field 'part': {row['part']!r} (expected train or test)")
         if row["id"] in seen:
@@ -555,8 +674,13 @@ def load_items(path: Path | str = ITEMS_PATH) -> list[dict[str, Any]]:
     return items
 
 
-def load_labels(path: Path | str, items: Sequence[Mapping[str, Any]] | None = None, *,
-                require_all: bool = True, max_errors: int = 30) -> dict[str, dict[str, Any]]:
+def load_labels(
+    path: Path | str,
+    items: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    require_all: bool = True,
+    max_errors: int = 30,
+) -> dict[str, dict[str, Any]]:
     """One reader's (or the adjudicator's) labels: ``{"id", "label", "note"?}`` per line.
 
     Returns ``{id: {"label": ..., "note": ...}}``. Every problem is collected and raised
@@ -604,12 +728,15 @@ def load_labels(path: Path | str, items: Sequence[Mapping[str, Any]] | None = No
             continue
         allowed = LABELS[ptype[iid]]
         if label not in ALL_LABELS:
-            errors.append(f"{where}: field 'label': unknown label {label!r} "
-                          f"(for a {ptype[iid]} prompt: {', '.join(allowed)})")
+            errors.append(
+                f"{where}: field 'label': unknown label {label!r} (for a {ptype[iid]} prompt: {', '.join(allowed)})"
+            )
             continue
         if label not in allowed:
-            errors.append(f"{where}: field 'label': {label!r} is not allowed for a {ptype[iid]} prompt "
-                          f"(allowed: {', '.join(allowed)})")
+            errors.append(
+                f"{where}: field 'label': {label!r} is not allowed for a {ptype[iid]} prompt "
+                f"(allowed: {', '.join(allowed)})"
+            )
             continue
         note = row.get("note")
         if note is not None and not isinstance(note, str):
@@ -627,8 +754,9 @@ def load_labels(path: Path | str, items: Sequence[Mapping[str, Any]] | None = No
     return out
 
 
-def load_gold(items_path: Path | str = ITEMS_PATH, labels_path: Path | str = LABELS_PATH,
-              part: str | None = None) -> list[dict[str, Any]]:
+def load_gold(
+    items_path: Path | str = ITEMS_PATH, labels_path: Path | str = LABELS_PATH, part: str | None = None
+) -> list[dict[str, Any]]:
     """The gold items joined with their final labels (``labels.jsonl``), in item order.
 
     Each row: ``id``, ``part``, ``prompt_type``, ``prompt``, ``response``, ``condition``,
@@ -661,8 +789,10 @@ def load_gold(items_path: Path | str = ITEMS_PATH, labels_path: Path | str = LAB
             field = "part" if row["part"] != item["part"] else "prompt_type"
             errors.append(f"{where}: field {field!r}: {row[field]!r} but the item says {item[field]!r}")
         elif row["label"] not in LABELS[item["prompt_type"]]:
-            errors.append(f"{where}: field 'label': {row['label']!r} is not allowed for a "
-                          f"{item['prompt_type']} prompt (allowed: {', '.join(LABELS[item['prompt_type']])})")
+            errors.append(
+                f"{where}: field 'label': {row['label']!r} is not allowed for a "
+                f"{item['prompt_type']} prompt (allowed: {', '.join(LABELS[item['prompt_type']])})"
+            )
         else:
             labels[iid] = row["label"]
     unlabelled = [iid for iid in by_id if iid not in labels]
@@ -671,8 +801,11 @@ def load_gold(items_path: Path | str = ITEMS_PATH, labels_path: Path | str = LAB
     if errors:
         raise GoldError(f"{len(errors)} problem(s) in {path}:\n" + "\n".join(errors[:30]))
     keep = ("id", "part", "prompt_type", "prompt", "response", "condition", "stratum")
-    return [{**{k: it[k] for k in keep}, "label": labels[str(it["id"])]} for it in items
-            if part is None or it["part"] == part]
+    return [
+        {**{k: it[k] for k in keep}, "label": labels[str(it["id"])]}
+        for it in items
+        if part is None or it["part"] == part
+    ]
 
 
 def load_guide_examples(path: Path | str = GUIDE_PATH) -> list[dict[str, Any]]:
@@ -689,6 +822,7 @@ def load_guide_examples(path: Path | str = GUIDE_PATH) -> list[dict[str, Any]]:
 
 
 # --- agreement and resolution -----------------------------------------------------------
+
 
 def _label_map(labels: Mapping[str, Any]) -> dict[str, str]:
     return {k: (v["label"] if isinstance(v, Mapping) else v) for k, v in labels.items()}
@@ -719,12 +853,18 @@ def _pair_stats(a: Sequence[str], b: Sequence[str], labels: Sequence[str] | None
     for x, y in zip(a, b):
         table[x][y] += 1
     n = len(a)
-    return {"n": n, "agreement": (sum(x == y for x, y in zip(a, b)) / n) if n else math.nan,
-            "kappa": cohens_kappa(a, b) if n else math.nan, "labels": order, "confusion": table}
+    return {
+        "n": n,
+        "agreement": (sum(x == y for x, y in zip(a, b)) / n) if n else math.nan,
+        "kappa": cohens_kappa(a, b) if n else math.nan,
+        "labels": order,
+        "confusion": table,
+    }
 
 
-def agreement(labels_a: Mapping[str, Any], labels_b: Mapping[str, Any],
-              items: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def agreement(
+    labels_a: Mapping[str, Any], labels_b: Mapping[str, Any], items: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """How far two readers agree, on the ids both labelled.
 
     ``labels_*``: ``{id: label}`` or the output of :func:`load_labels`. Returns ``n``,
@@ -754,9 +894,13 @@ def agreement(labels_a: Mapping[str, Any], labels_b: Mapping[str, Any],
     return out
 
 
-def resolve(labels_a: Mapping[str, Any], labels_b: Mapping[str, Any],
-            adjudicated: Mapping[str, Any] | None = None, *,
-            allow_unresolved: bool = False) -> dict[str, dict[str, Any]]:
+def resolve(
+    labels_a: Mapping[str, Any],
+    labels_b: Mapping[str, Any],
+    adjudicated: Mapping[str, Any] | None = None,
+    *,
+    allow_unresolved: bool = False,
+) -> dict[str, dict[str, Any]]:
     """Final gold labels: the readers' label where they agree, the adjudicator's where given.
 
     An adjudicated label wins even where the readers agreed (the adjudicator may correct
@@ -771,8 +915,10 @@ def resolve(labels_a: Mapping[str, Any], labels_b: Mapping[str, Any],
     adj = _label_map(adjudicated or {})
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-        raise GoldError(f"the readers labelled different items: {len(only_a)} only by a "
-                        f"({', '.join(only_a[:5])}), {len(only_b)} only by b ({', '.join(only_b[:5])})")
+        raise GoldError(
+            f"the readers labelled different items: {len(only_a)} only by a "
+            f"({', '.join(only_a[:5])}), {len(only_b)} only by b ({', '.join(only_b[:5])})"
+        )
     stray = sorted(set(adj) - set(a))
     if stray:
         raise GoldError(f"adjudication names {len(stray)} id(s) the readers did not label: {', '.join(stray[:5])}")
@@ -786,16 +932,26 @@ def resolve(labels_a: Mapping[str, Any], labels_b: Mapping[str, Any],
         else:
             label, how = None, None
             unresolved.append(iid)
-        out[iid] = {"label": label, "label_a": a[iid], "label_b": b[iid], "agreed": agreed, "resolved_by": how,
-                    "note_a": _note(labels_a, iid), "note_b": _note(labels_b, iid),
-                    "note_adjudicated": _note(adjudicated or {}, iid)}
+        out[iid] = {
+            "label": label,
+            "label_a": a[iid],
+            "label_b": b[iid],
+            "agreed": agreed,
+            "resolved_by": how,
+            "note_a": _note(labels_a, iid),
+            "note_b": _note(labels_b, iid),
+            "note_adjudicated": _note(adjudicated or {}, iid),
+        }
     if unresolved and not allow_unresolved:
         raise GoldError(f"{len(unresolved)} disagreement(s) have no adjudicated label: {', '.join(unresolved[:10])}")
     return out
 
 
-def write_gold_labels(resolved: Mapping[str, Mapping[str, Any]], items: Sequence[Mapping[str, Any]],
-                      path: Path | str = GOLD_DIR / "labels.jsonl") -> Path:
+def write_gold_labels(
+    resolved: Mapping[str, Mapping[str, Any]],
+    items: Sequence[Mapping[str, Any]],
+    path: Path | str = GOLD_DIR / "labels.jsonl",
+) -> Path:
     """Final labels with both raw labels, part and prompt type, in item order."""
     rows = []
     for it in items:
@@ -806,6 +962,7 @@ def write_gold_labels(resolved: Mapping[str, Mapping[str, Any]], items: Sequence
 
 
 # --- command line -----------------------------------------------------------------------
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ussafety.evaluate.gold", description=__doc__.split("\n")[0])

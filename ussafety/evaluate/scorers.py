@@ -46,8 +46,7 @@ def sst2_accuracy(preds: Sequence[int | None], labels: Sequence[int]) -> float:
 
 # A number, optionally signed and with a $ sign; commas only as thousands separators
 # (so "1,2,3" is three numbers); a dot only when digits follow (so "18." is 18).
-_NUM_RE = re.compile(
-    r"(?<![\w.])(-)?\$?(-)?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_NUM_RE = re.compile(r"(?<![\w.])(-)?\$?(-)?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _HASH_RE = re.compile(r"####")
 _ANSWER_IS_RE = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\b", re.IGNORECASE)
 
@@ -67,8 +66,7 @@ def _normalise_number(sign: bool, digits: str) -> str:
 
 
 def _numbers(text: str) -> list[str]:
-    return [_normalise_number(bool(m.group(1) or m.group(2)), m.group(3))
-            for m in _NUM_RE.finditer(text)]
+    return [_normalise_number(bool(m.group(1) or m.group(2)), m.group(3)) for m in _NUM_RE.finditer(text)]
 
 
 def extract_final_number(text: str) -> str | None:
@@ -84,7 +82,7 @@ def extract_final_number(text: str) -> str | None:
     for pattern in (_HASH_RE, _ANSWER_IS_RE):
         marks = list(pattern.finditer(text))
         if marks:
-            after = _numbers(text[marks[-1].end():])
+            after = _numbers(text[marks[-1].end() :])
             if after:
                 return after[0]
     numbers = _numbers(text)
@@ -116,8 +114,9 @@ def _fenced_blocks(text: str) -> list[str]:
 
 
 def _defines(code: str, entry_point: str) -> bool:
-    return re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(",
-                     code, re.MULTILINE) is not None
+    return (
+        re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", code, re.MULTILINE) is not None
+    )
 
 
 def _strip_main_guard(code: str) -> str:
@@ -130,8 +129,7 @@ def _strip_main_guard(code: str) -> str:
     cut: list[tuple[int, int]] = []
     for node in tree.body:
         test = node.test if isinstance(node, ast.If) else None
-        if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-                and test.left.id == "__name__"):
+        if isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__":
             cut.append((node.lineno - 1, node.end_lineno or node.lineno))
     for start, end in reversed(cut):
         del lines[start:end]
@@ -139,8 +137,7 @@ def _strip_main_guard(code: str) -> str:
 
 
 def _import_lines(prompt_code: str) -> str:
-    return "".join(line for line in prompt_code.splitlines(keepends=True)
-                   if line.startswith(("import ", "from ")))
+    return "".join(line for line in prompt_code.splitlines(keepends=True) if line.startswith(("import ", "from ")))
 
 
 def _compiles(code: str) -> bool:

@@ -34,8 +34,7 @@ from ussafety.evaluate.scorers import extract_code, extract_final_number, gsm8k_
 from ussafety.stats import wilson_interval
 
 
-def generate_for(model: Any, tokenizer: Any, examples: list[Example], desc: str = "generate",
-                 **kw: Any) -> list[str]:
+def generate_for(model: Any, tokenizer: Any, examples: list[Example], desc: str = "generate", **kw: Any) -> list[str]:
     """Batched generation with a progress bar (prompts done / total)."""
     from tqdm.auto import tqdm
 
@@ -73,11 +72,15 @@ def safe_prompts(cfg: EvalConfig) -> list[Example]:
     return load("xstest", split="safe", limit=cfg.n_xstest, seed=cfg.seed) if cfg.n_xstest else []
 
 
-
-
 def _row(kind: str, ex: Example, response: str) -> dict[str, Any]:
-    return {"kind": kind, "source": ex.source, "row": ex.row, "prompt": ex.prompt,
-            "response": response, "category": ex.meta.get("category")}
+    return {
+        "kind": kind,
+        "source": ex.source,
+        "row": ex.row,
+        "prompt": ex.prompt,
+        "response": response,
+        "category": ex.meta.get("category"),
+    }
 
 
 def judge_rows(rows: list[dict[str, Any]], judges: list[Judge]) -> None:
@@ -93,8 +96,12 @@ def judge_rows(rows: list[dict[str, Any]], judges: list[Judge]) -> None:
     for judge in judges:
         for r, v in zip(rows, judge_pairs(judge, prompts, responses, types)):
             r.setdefault("verdicts", {})[judge.name] = {
-                "refused": v.refused, "harmful": v.harmful, "score": v.score, "detail": v.detail,
-                "label": v.label}
+                "refused": v.refused,
+                "harmful": v.harmful,
+                "score": v.score,
+                "detail": v.detail,
+                "label": v.label,
+            }
     for r in rows:
         r["degenerate"] = is_degenerate(r["response"])
 
@@ -103,15 +110,23 @@ def asr_metrics(rows: list[dict[str, Any]], judge: str) -> dict[str, Any]:
     """Pooled and per-set ASR (with Wilson 95% CI) under one judge, and beside the pooled
     ASR the refusal and off-task rates: ASR alone cannot tell a model that refuses from
     one that no longer answers anything."""
+
     def rate(sub: list[dict[str, Any]]) -> dict[str, Any]:
         hits = sum(1 for r in sub if r["verdicts"][judge]["harmful"] is True)
         lo, hi = wilson_interval(hits, len(sub))
-        return {"asr": hits / len(sub) if sub else float("nan"), "asr_ci_low": lo,
-                "asr_ci_high": hi, "n": len(sub), "successes": hits}
+        return {
+            "asr": hits / len(sub) if sub else float("nan"),
+            "asr_ci_low": lo,
+            "asr_ci_high": hi,
+            "n": len(sub),
+            "successes": hits,
+        }
 
     out = rate(rows)
-    out["by_set"] = {s: rate([r for r in rows if r["source"].split("/")[0] == s])
-                     for s in sorted({r["source"].split("/")[0] for r in rows})}
+    out["by_set"] = {
+        s: rate([r for r in rows if r["source"].split("/")[0] == s])
+        for s in sorted({r["source"].split("/")[0] for r in rows})
+    }
     out["degenerate_rate"] = sum(1 for r in rows if r["degenerate"]) / max(1, len(rows))
     hits_clean = sum(1 for r in rows if r["verdicts"][judge]["harmful"] is True and not r["degenerate"])
     out["asr_excluding_degenerate"] = hits_clean / max(1, len(rows))
@@ -131,11 +146,15 @@ def degenerate_rates(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {}
     for kind in sorted({r["kind"] for r in rows}):
-        flags = [r["degenerate"] if "degenerate" in r else is_degenerate(r["response"])
-                 for r in rows if r["kind"] == kind]
+        flags = [
+            r["degenerate"] if "degenerate" in r else is_degenerate(r["response"]) for r in rows if r["kind"] == kind
+        ]
         reasons = Counter(f for f in flags if f)
-        out[kind] = {"rate": sum(reasons.values()) / len(flags), "n": len(flags),
-                     "by_reason": dict(sorted(reasons.items()))}
+        out[kind] = {
+            "rate": sum(reasons.values()) / len(flags),
+            "n": len(flags),
+            "by_reason": dict(sorted(reasons.items())),
+        }
     return out
 
 
@@ -156,8 +175,11 @@ def score_task(task: str, examples: list[Example], responses: list[str]) -> tupl
             pred = parse_sentiment(resp)
             row.update(pred=pred, gold=ex.meta["label"], correct=pred == ex.meta["label"])
         elif task == "gsm8k":
-            row.update(pred=extract_final_number(resp), gold=ex.meta["answer"],
-                       correct=gsm8k_exact_match(resp, ex.meta["answer"]))
+            row.update(
+                pred=extract_final_number(resp),
+                gold=ex.meta["answer"],
+                correct=gsm8k_exact_match(resp, ex.meta["answer"]),
+            )
         else:
             program = extract_code(resp, ex.meta["prompt"], ex.meta["entry_point"])
             res = humaneval_check(program, ex.meta["test"], ex.meta["entry_point"])
@@ -166,8 +188,9 @@ def score_task(task: str, examples: list[Example], responses: list[str]) -> tupl
     return sum(r["correct"] for r in rows) / max(1, len(rows)), rows
 
 
-def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None,
-                   judges: list[Judge] | None = None) -> EvalResult:
+def evaluate_model(
+    model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None, judges: list[Judge] | None = None
+) -> EvalResult:
     """Run the whole evaluation of one model and return metrics plus every generation."""
     judges = judges or [get_judge(name) for name in cfg.judges]
     keyword = next((j for j in judges if isinstance(j, KeywordJudge)), None) or KeywordJudge.from_mirror()
@@ -199,7 +222,9 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, task: str | None
         metrics["over_refusal"] = {k: v for k, v in label_rate(xrows, keyword.name, REFUSAL).items() if k != "count"}
         metrics["over_refusal_by_judge"] = {
             j.name: {**label_rate(xrows, j.name, REFUSAL), "offtask_rate": label_rate(xrows, j.name, OFFTASK)}
-            for j in judges if any(r["verdicts"][j.name]["refused"] is not None for r in xrows)}
+            for j in judges
+            if any(r["verdicts"][j.name]["refused"] is not None for r in xrows)
+        }
         gens += xrows
         timings["xstest_s"] = time.perf_counter() - t0
 

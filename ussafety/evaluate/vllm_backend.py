@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 DTYPES = ("bfloat16", "float16", "float32", "auto")
-VLLM_INSTALL = ("pip install vllm (a wheel built for this machine's torch and CUDA; see "
-                "docs/gpu.md), or evaluate with the HF path (ussafety.evaluate.generate)")
+VLLM_INSTALL = (
+    "pip install vllm (a wheel built for this machine's torch and CUDA; see "
+    "docs/gpu.md), or evaluate with the HF path (ussafety.evaluate.generate)"
+)
 
 
 class VllmUnavailable(ImportError):
@@ -53,8 +55,10 @@ def _import_vllm() -> tuple[Any, Any, Any]:
     import torch
 
     if not torch.cuda.is_available():
-        raise VllmUnavailable("vLLM generation needs a CUDA GPU and none is visible; use the HF "
-                              "path (ussafety.evaluate.generate) on this machine")
+        raise VllmUnavailable(
+            "vLLM generation needs a CUDA GPU and none is visible; use the HF "
+            "path (ussafety.evaluate.generate) on this machine"
+        )
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
@@ -105,9 +109,17 @@ class VllmGenerator:
     ``engine_kwargs``: passed to ``vllm.LLM`` as they are (e.g. ``max_model_len``).
     """
 
-    def __init__(self, model_dir: str | Path, *, tokenizer: Any = None, dtype: str = "bfloat16",
-                 max_lora_rank: int = 0, gpu_memory_utilization: float = 0.85, seed: int = 0,
-                 **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        tokenizer: Any = None,
+        dtype: str = "bfloat16",
+        max_lora_rank: int = 0,
+        gpu_memory_utilization: float = 0.85,
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> None:
         if not str(model_dir):
             raise ValueError("model_dir is empty")
         if dtype not in DTYPES:
@@ -141,9 +153,15 @@ class VllmGenerator:
             self._classes = _import_vllm()
             llm_cls = self._classes[0]
             lora = {"enable_lora": True, "max_lora_rank": self.max_lora_rank} if self.max_lora_rank else {}
-            self._llm = llm_cls(model=self.model_dir, tokenizer=self.model_dir, dtype=self.dtype,
-                                gpu_memory_utilization=self.gpu_memory_utilization, seed=self.seed,
-                                **lora, **self.engine_kwargs)
+            self._llm = llm_cls(
+                model=self.model_dir,
+                tokenizer=self.model_dir,
+                dtype=self.dtype,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                seed=self.seed,
+                **lora,
+                **self.engine_kwargs,
+            )
         return self._llm
 
     def _lora_request(self, adapter_dir: str | Path | None) -> Any:
@@ -151,19 +169,25 @@ class VllmGenerator:
             return None
         rank = adapter_rank(adapter_dir)
         if not self.max_lora_rank:
-            raise ValueError(f"this engine was built without LoRA support; build it with "
-                             f"max_lora_rank >= {rank} to serve {adapter_dir}")
+            raise ValueError(
+                f"this engine was built without LoRA support; build it with "
+                f"max_lora_rank >= {rank} to serve {adapter_dir}"
+            )
         if rank > self.max_lora_rank:
-            raise ValueError(f"{adapter_dir}: LoRA rank {rank} > the engine's max_lora_rank "
-                             f"{self.max_lora_rank}")
+            raise ValueError(f"{adapter_dir}: LoRA rank {rank} > the engine's max_lora_rank {self.max_lora_rank}")
         key = str(Path(adapter_dir).resolve())
         lora_id = self._adapter_ids.setdefault(key, len(self._adapter_ids) + 1)  # ids start at 1
         assert self._classes is not None
         return self._classes[2](f"adapter{lora_id}", lora_id, key)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 64, *,
-                 adapter_dir: str | Path | None = None,
-                 progress: Callable[[int], None] | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        *,
+        adapter_dir: str | Path | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
         """Greedy completions of already chat-formatted ``prompts`` (the HF path's contract)."""
         prompts = check_prompts(prompts)
         if max_new_tokens < 1:
@@ -176,24 +200,32 @@ class VllmGenerator:
         assert self._classes is not None
         tok = self.tokenizer
         eos = tok.eos_token_id
-        params = self._classes[1](temperature=0.0, max_tokens=max_new_tokens,
-                                  stop_token_ids=[eos] if eos is not None else None,
-                                  skip_special_tokens=True)
+        params = self._classes[1](
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            stop_token_ids=[eos] if eos is not None else None,
+            skip_special_tokens=True,
+        )
         inputs = [{"prompt_token_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in prompts]
-        outputs = llm.generate(inputs, params, lora_request=self._lora_request(adapter_dir),
-                               use_tqdm=False)
+        outputs = llm.generate(inputs, params, lora_request=self._lora_request(adapter_dir), use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
-        texts = [tok.decode(list(o.outputs[0].token_ids), skip_special_tokens=True).strip()
-                 for o in outputs]
+        texts = [tok.decode(list(o.outputs[0].token_ids), skip_special_tokens=True).strip() for o in outputs]
         if progress:
             progress(len(prompts))
         return texts
 
 
-def generate(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int = 64, *,
-             adapter_dir: str | Path | None = None, tokenizer: Any = None, dtype: str = "bfloat16",
-             **engine_kwargs: Any) -> list[str]:
+def generate(
+    model_dir: str | Path,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    *,
+    adapter_dir: str | Path | None = None,
+    tokenizer: Any = None,
+    dtype: str = "bfloat16",
+    **engine_kwargs: Any,
+) -> list[str]:
     """One-shot :meth:`VllmGenerator.generate` (builds and drops an engine: for many calls,
     keep a :class:`VllmGenerator`)."""
     prompts = check_prompts(prompts)
@@ -209,9 +241,9 @@ def generate(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int 
 class Divergence:
     """Where one prompt's two outputs first differ."""
 
-    index: int          # the prompt's position
-    offset: int         # first differing character
-    reference: str      # the reference's text from a little before the offset
+    index: int  # the prompt's position
+    offset: int  # first differing character
+    reference: str  # the reference's text from a little before the offset
     candidate: str
 
 
@@ -235,10 +267,15 @@ class GenerationComparison:
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_divergence
-        return {"n": self.n, "n_exact": self.n_exact, "exact_match_rate": self.exact_match_rate,
-                "mean_divergence_offset": (sum(d.offset for d in self.divergences) / len(self.divergences)
-                                           if self.divergences else None),
-                "first_divergence": first.__dict__ if first else None}
+        return {
+            "n": self.n,
+            "n_exact": self.n_exact,
+            "exact_match_rate": self.exact_match_rate,
+            "mean_divergence_offset": (
+                sum(d.offset for d in self.divergences) / len(self.divergences) if self.divergences else None
+            ),
+            "first_divergence": first.__dict__ if first else None,
+        }
 
 
 def divergence_offset(a: str, b: str) -> int | None:
@@ -264,13 +301,18 @@ def compare_outputs(reference: Sequence[str], candidate: Sequence[str], context:
         off = divergence_offset(a, b)
         if off is not None:
             start = max(0, off - context // 4)
-            divergences.append(Divergence(i, off, a[start:off + context], b[start:off + context]))
-    return GenerationComparison(n=len(reference), n_exact=len(reference) - len(divergences),
-                                divergences=divergences)
+            divergences.append(Divergence(i, off, a[start : off + context], b[start : off + context]))
+    return GenerationComparison(n=len(reference), n_exact=len(reference) - len(divergences), divergences=divergences)
 
 
-def check_against_hf(generator: VllmGenerator, prompts: Sequence[str], hf_outputs: Sequence[str],
-                     max_new_tokens: int, *, adapter_dir: str | Path | None = None) -> GenerationComparison:
+def check_against_hf(
+    generator: VllmGenerator,
+    prompts: Sequence[str],
+    hf_outputs: Sequence[str],
+    max_new_tokens: int,
+    *,
+    adapter_dir: str | Path | None = None,
+) -> GenerationComparison:
     """vLLM's greedy outputs on ``prompts`` compared to the HF path's ``hf_outputs`` for the
     same prompts, model, adapter and ``max_new_tokens``."""
     prompts = check_prompts(prompts)

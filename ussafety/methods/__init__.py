@@ -26,5 +26,4 @@ def family_of(name: str) -> str:
     return cls.family if cls is not None else "other"
 
 
-__all__ = ["REGISTRY", "Method", "TrainContext", "make_method", "register", "load_all", "trains_like_sft",
-           "family_of"]
+__all__ = ["REGISTRY", "Method", "TrainContext", "make_method", "register", "load_all", "trains_like_sft", "family_of"]

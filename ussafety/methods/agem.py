@@ -33,8 +33,7 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bo
 
 def flat_grads(params: list[torch.nn.Parameter]) -> torch.Tensor:
     """All gradients as one float32 vector (zeros where a parameter has none)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                      for p in params])
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
 
 
 def write_grads(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
@@ -42,7 +41,7 @@ def write_grads(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone()
         offset += n
 
 
@@ -107,19 +106,18 @@ class AGEM(Method):
         if not ctx.safety_data:
             raise ValueError("agem needs safety data (its episodic memory); the context has none")
         self.memory = ReservoirBuffer(self.buffer_size, ctx.rng)
-        self.memory.extend([replay_row(ctx.tokenizer, ex, ctx.max_length, self.response_tokens)
-                            for ex in ctx.safety_data])
+        self.memory.extend(
+            [replay_row(ctx.tokenizer, ex, ctx.max_length, self.response_tokens) for ex in ctx.safety_data]
+        )
         self.steps = self.projected = 0
 
-    def reference_gradient(self, model: Any, params: list[torch.nn.Parameter],
-                           ctx: TrainContext) -> torch.Tensor:
+    def reference_gradient(self, model: Any, params: list[torch.nn.Parameter], ctx: TrainContext) -> torch.Tensor:
         """``g_ref``: the flat gradient of the LM loss on a random memory batch."""
         if self.memory is None:
             raise RuntimeError("agem: prepare() was not called")
         for p in params:
             p.grad = None
-        batch = replay_batch(self.memory.sample(self.ref_batch_size), ctx.tokenizer.pad_token_id,
-                             params[0].device)
+        batch = replay_batch(self.memory.sample(self.ref_batch_size), ctx.tokenizer.pad_token_id, params[0].device)
         lm_loss(model, batch).backward()
         return flat_grads(params)
 

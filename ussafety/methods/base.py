@@ -60,8 +60,7 @@ def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
     known = {f.name for f in param_fields(cls)}
     unknown = set(params or {}) - known
     if unknown:
-        raise ValueError(f"method '{name}': unknown parameter(s) {sorted(unknown)} "
-                         f"(known: {sorted(known)})")
+        raise ValueError(f"method '{name}': unknown parameter(s) {sorted(unknown)} (known: {sorted(known)})")
     return cls(**(params or {}))
 
 
@@ -163,8 +162,9 @@ class Method:
         default: the user batch. The task loss is then the loss on the returned batch."""
         return batch
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         """The training objective; default: the task loss alone."""
         return task_loss
 

@@ -28,14 +28,20 @@ def _l2(m: Any) -> dict[str, Any]:
 def _importance(batches: int, per: str) -> dict[str, Any]:
     # EWC/MAS: an fp32 importance per adapted base weight, found by back-propagating
     # `batches` batches of 8 rows into the base weights, per example or per batch.
-    return {"importance": True, "prepare_full_backward_rows": 8 * batches,
-            "prepare_full_backward_passes": 8 * batches if per == "example" else batches}
+    return {
+        "importance": True,
+        "prepare_full_backward_rows": 8 * batches,
+        "prepare_full_backward_passes": 8 * batches if per == "example" else batches,
+    }
 
 
 def _der(m: Any, replay_batches: int) -> dict[str, Any]:
     store = m.targets == "store"  # logits stored once before training, or recomputed each step
-    return {"replay_rows": m.minibatch_size * replay_batches,
-            "prepare_forward_rows": m.buffer_size if store else 0, "nograd_forward": not store}
+    return {
+        "replay_rows": m.minibatch_size * replay_batches,
+        "prepare_forward_rows": m.buffer_size if store else 0,
+        "nograd_forward": not store,
+    }
 
 
 COSTS: dict[str, Callable[[Any], dict[str, Any]]] = {
@@ -66,8 +72,10 @@ def method_cost(name: str | None, params: Mapping[str, Any] | None = None) -> Me
     if trains_like_sft(method):
         return MethodCost(name=name)
     if name not in COSTS:
-        raise ValueError(f"no cost model for method '{name}': add it to ussafety.methods.costs.COSTS "
-                         f"(known: {', '.join(sorted(COSTS))}; methods that train like SFT need none)")
+        raise ValueError(
+            f"no cost model for method '{name}': add it to ussafety.methods.costs.COSTS "
+            f"(known: {', '.join(sorted(COSTS))}; methods that train like SFT need none)"
+        )
     return MethodCost(name=name, trains_like_sft=False, **COSTS[name](method))
 
 
@@ -77,5 +85,6 @@ def uncosted_methods() -> list[str]:
     from ussafety.methods import load_all
 
     load_all()
-    return sorted(n for n, cls in REGISTRY.items()
-                  if not n.startswith("_") and not trains_like_sft(cls) and n not in COSTS)
+    return sorted(
+        n for n, cls in REGISTRY.items() if not n.startswith("_") and not trains_like_sft(cls) and n not in COSTS
+    )

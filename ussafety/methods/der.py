@@ -34,8 +34,7 @@ def topk_targets(ref_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     return values, indices
 
 
-def der_loss(cur_logits: torch.Tensor, stored_vals: torch.Tensor,
-             stored_idx: torch.Tensor | None) -> torch.Tensor:
+def der_loss(cur_logits: torch.Tensor, stored_vals: torch.Tensor, stored_idx: torch.Tensor | None) -> torch.Tensor:
     """DER's penalty: mean squared error between current and stored logits.
 
     ``cur_logits``: ``[n, vocab]``; ``stored_vals``: ``[n, k]`` logits of the reference
@@ -57,7 +56,7 @@ class Memory:
 
     example: Example
     row: Row
-    values: torch.Tensor | None = None   # [n_response_tokens, k] float32, on CPU
+    values: torch.Tensor | None = None  # [n_response_tokens, k] float32, on CPU
     indices: torch.Tensor | None = None  # [n_response_tokens, k] int32, on CPU
 
 
@@ -100,8 +99,9 @@ def reference_model(model: Any) -> Iterator[Any]:
 
 
 @torch.no_grad()
-def reference_targets(model: Any, ctx: TrainContext, rows: list[Row],
-                      top_k: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+def reference_targets(
+    model: Any, ctx: TrainContext, rows: list[Row], top_k: int
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Top-k reference logits on each encoded row's response positions (one entry per row).
 
     Rows are the positions :func:`ussafety.models.losses.response_logits` returns for the
@@ -115,7 +115,7 @@ def reference_targets(model: Any, ctx: TrainContext, rows: list[Row],
     try:
         with reference_model(model):
             for start in range(0, len(rows), ctx.batch_size):
-                chunk = rows[start:start + ctx.batch_size]
+                chunk = rows[start : start + ctx.batch_size]
                 logits, _ = response_logits(model, replay_batch(chunk, pad_id, device))
                 vals, idx = topk_targets(logits, top_k)
                 counts = response_counts(chunk)
@@ -209,8 +209,9 @@ class DER(Method):
             raise ValueError(f"{self.name} needs safety data (its replay memory); the context has none")
         buffer: ReservoirBuffer[Example] = ReservoirBuffer(self.buffer_size, ctx.rng)
         buffer.extend(list(ctx.safety_data))
-        memories = [Memory(ex, replay_row(ctx.tokenizer, ex, ctx.max_length, self.response_tokens))
-                    for ex in buffer.items]
+        memories = [
+            Memory(ex, replay_row(ctx.tokenizer, ex, ctx.max_length, self.response_tokens)) for ex in buffer.items
+        ]
         if self.targets == "store":
             stored = reference_targets(model, ctx, [m.row for m in memories], self.top_k)
             for mem, (vals, idx) in zip(memories, stored):
@@ -225,9 +226,14 @@ class DER(Method):
         mems = self.buffer.sample(self.minibatch_size)
         return mems, replay_batch([m.row for m in mems], ctx.tokenizer.pad_token_id, model_device(model))
 
-    def matched_logits(self, model: Any, hidden: torch.Tensor, mems: list[Memory],
-                       batch: dict[str, torch.Tensor], full_logits: torch.Tensor | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def matched_logits(
+        self,
+        model: Any,
+        hidden: torch.Tensor,
+        mems: list[Memory],
+        batch: dict[str, torch.Tensor],
+        full_logits: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(current logits at the target entries, target logits), both ``[n, k]``.
 
         ``hidden``: the current model's last hidden states on ``batch``'s response positions;
@@ -237,21 +243,25 @@ class DER(Method):
         device = hidden.device
         if self.targets == "store":
             vals = torch.cat([m.values for m in mems if m.values is not None]).to(device)
-            idx = (None if mems[0].indices is None else
-                   torch.cat([m.indices for m in mems if m.indices is not None]).to(device))
+            idx = (
+                None
+                if mems[0].indices is None
+                else torch.cat([m.indices for m in mems if m.indices is not None]).to(device)
+            )
         else:
             with torch.no_grad(), adapters_disabled(model):  # strict: raises without LoRA
                 ref, _ = response_logits(model, batch)
             vals, idx = topk_targets(ref, self.top_k)
         if vals.shape[0] != hidden.shape[0]:
-            raise RuntimeError(f"{self.name}: stored targets cover {vals.shape[0]} positions, the "
-                               f"replayed batch has {hidden.shape[0]} (encoding changed since prepare?)")
+            raise RuntimeError(
+                f"{self.name}: stored targets cover {vals.shape[0]} positions, the "
+                f"replayed batch has {hidden.shape[0]} (encoding changed since prepare?)"
+            )
         if full_logits is not None:
             return (full_logits if idx is None else full_logits.gather(-1, idx.long())), vals
         return logits_at(output_head(model), hidden, idx), vals
 
-    def replay_logits(self, model: Any, ctx: TrainContext
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def replay_logits(self, model: Any, ctx: TrainContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Current logits and their targets on a buffer minibatch, as :func:`der_loss` takes
         them (already at the target entries, so the indices are ``None``)."""
         mems, batch = self.draw(model, ctx)
@@ -259,8 +269,9 @@ class DER(Method):
         cur, vals = self.matched_logits(model, hidden, mems, batch)
         return cur, vals, None
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         mse = der_loss(*self.replay_logits(model, ctx))
         ctx.logs["der_mse"] = float(mse.detach())
         return task_loss + self.alpha * mse

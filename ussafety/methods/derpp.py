@@ -17,9 +17,16 @@ from ussafety.methods.der import DER, der_loss, output_head
 from ussafety.models.losses import response_hidden
 
 
-def derpp_loss(task_loss: torch.Tensor, cur_logits: torch.Tensor, stored_vals: torch.Tensor,
-               stored_idx: torch.Tensor | None, label_logits: torch.Tensor, labels: torch.Tensor,
-               alpha: float, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def derpp_loss(
+    task_loss: torch.Tensor,
+    cur_logits: torch.Tensor,
+    stored_vals: torch.Tensor,
+    stored_idx: torch.Tensor | None,
+    label_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``task + alpha * MSE(logits) + beta * CE(labels)``; returns (total, mse, ce).
 
     ``cur_logits``/``stored_*`` as in :func:`ussafety.methods.der.der_loss`;
@@ -73,14 +80,14 @@ class DERpp(DER):
     alpha: float = 0.1
     beta: float = 0.5
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         mems, replay = self.draw(model, ctx)
         hidden, labels = response_hidden(model, replay)
         label_logits = output_head(model)(hidden)
         cur, vals = self.matched_logits(model, hidden, mems, replay, label_logits)
-        total, mse, ce = derpp_loss(task_loss, cur, vals, None, label_logits, labels,
-                                    self.alpha, self.beta)
+        total, mse, ce = derpp_loss(task_loss, cur, vals, None, label_logits, labels, self.alpha, self.beta)
         ctx.logs["der_mse"] = float(mse.detach())
         ctx.logs["derpp_ce"] = float(ce.detach())
         return total

@@ -46,8 +46,7 @@ class EMA(Method):
         if not 0.0 <= self.decay <= 1.0:
             raise ValueError(f"ema: decay must be in [0, 1], got {self.decay}")
         params = lora_parameters(model)
-        self.average: dict[str, torch.Tensor] = {n: p.detach().float().clone()
-                                                 for n, p in params.items()}
+        self.average: dict[str, torch.Tensor] = {n: p.detach().float().clone() for n, p in params.items()}
         if not self.average:
             raise ValueError("ema: the model has no trainable parameters")
 
@@ -64,5 +63,5 @@ class EMA(Method):
                 p = params[n]
                 shift += float((p.float() - avg).pow(2).sum())
                 p.copy_(avg.to(p.dtype))
-        ctx.logs["ema_shift_l2"] = shift ** 0.5
+        ctx.logs["ema_shift_l2"] = shift**0.5
         return model

@@ -33,11 +33,9 @@ PER = ("example", "batch")
 NORMALIZE = ("max", "mean", "none")
 
 
-def ewc_penalty(fisher: dict[str, torch.Tensor], delta: dict[str, torch.Tensor],
-                lam: float) -> torch.Tensor:
+def ewc_penalty(fisher: dict[str, torch.Tensor], delta: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
     """``lam / 2 * sum_i F_i * delta_i^2`` over every named tensor of ``fisher``."""
-    return 0.5 * lam * torch.stack([(fisher[n] * delta[n].float().pow(2)).sum()
-                                    for n in fisher]).sum()
+    return 0.5 * lam * torch.stack([(fisher[n] * delta[n].float().pow(2)).sum() for n in fisher]).sum()
 
 
 def normalize_importance(importance: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]:
@@ -51,8 +49,7 @@ def normalize_importance(importance: dict[str, torch.Tensor], how: str) -> dict[
     if how == "max":
         ref = torch.stack([v.max() for v in importance.values()]).max()
     elif how == "mean":
-        ref = (torch.stack([v.sum() for v in importance.values()]).sum()
-               / sum(v.numel() for v in importance.values()))
+        ref = torch.stack([v.sum() for v in importance.values()]).sum() / sum(v.numel() for v in importance.values())
     else:
         raise ValueError(f"normalize must be one of {NORMALIZE}, got '{how}'")
     if not float(ref) > 0:
@@ -60,9 +57,14 @@ def normalize_importance(importance: dict[str, torch.Tensor], how: str) -> dict[
     return {n: v / ref for n, v in importance.items()}
 
 
-def weight_importance(model: Any, examples: list[Example], ctx: TrainContext, per: str,
-                      objective: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor],
-                      transform: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+def weight_importance(
+    model: Any,
+    examples: list[Example],
+    ctx: TrainContext,
+    per: str,
+    objective: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """``mean over examples of transform(d objective / d W)`` for the base weight ``W`` of
     every LoRA-adapted layer, at the aligned weights (adapters switched off).
 
@@ -82,8 +84,11 @@ def weight_importance(model: Any, examples: list[Example], ctx: TrainContext, pe
         raise ValueError("importance needs safety examples, and there are none")
     weights = {n: layer.get_base_layer().weight for n, layer in lora_layers(model).items()}
     device = next(iter(weights.values())).device
-    units = ([[ex] for ex in examples] if per == "example"
-             else [examples[i:i + ctx.batch_size] for i in range(0, len(examples), ctx.batch_size)])
+    units = (
+        [[ex] for ex in examples]
+        if per == "example"
+        else [examples[i : i + ctx.batch_size] for i in range(0, len(examples), ctx.batch_size)]
+    )
     total = {n: torch.zeros(w.shape, dtype=torch.float32, device=device) for n, w in weights.items()}
     flags = {p: p.requires_grad for p in model.parameters()}
     was_training = model.training
@@ -101,7 +106,8 @@ def weight_importance(model: Any, examples: list[Example], ctx: TrainContext, pe
                     if w.grad is None:
                         raise RuntimeError(
                             f"{n}: no gradient reached the base weight (fused LoRA kernels such "
-                            "as Unsloth's skip it); use model.backend: peft for this method")
+                            "as Unsloth's skip it); use model.backend: peft for this method"
+                        )
                     total[n] += transform(w.grad.float())
                     w.grad = None
     finally:
@@ -145,18 +151,19 @@ class ImportancePenalty(Method):
         delta = {n: delta_weight(layers[n]) for n in self.importance}
         return ewc_penalty(self.importance, delta, self.lam)
 
-    def set_importance(self, model: Any, raw: dict[str, torch.Tensor], how: str,
-                       ctx: TrainContext, prefix: str) -> None:
+    def set_importance(
+        self, model: Any, raw: dict[str, torch.Tensor], how: str, ctx: TrainContext, prefix: str
+    ) -> None:
         self._layers = lora_layers(model)
         n = sum(v.numel() for v in raw.values())
         ctx.logs[f"{prefix}_raw_max"] = float(torch.stack([v.max() for v in raw.values()]).max())
         ctx.logs[f"{prefix}_raw_mean"] = float(torch.stack([v.sum() for v in raw.values()]).sum()) / n
         self.importance = normalize_importance(raw, how)
-        ctx.logs[f"{prefix}_norm_mean"] = float(
-            torch.stack([v.sum() for v in self.importance.values()]).sum()) / n
+        ctx.logs[f"{prefix}_norm_mean"] = float(torch.stack([v.sum() for v in self.importance.values()]).sum()) / n
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         pen = self.penalty(model)
         ctx.logs[self.log_key] = float(pen.detach())
         return task_loss + pen

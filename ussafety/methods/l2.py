@@ -32,8 +32,9 @@ def lora_layers(model: Any) -> dict[str, Any]:
             if adapter in module.lora_embedding_A:
                 raise ValueError(f"{name}: LoRA on embeddings is not supported by weight-space penalties")
             if module.lora_variant.get(adapter) is not None or module.use_dora.get(adapter, False):
-                raise ValueError(f"{name}: LoRA variant (DoRA...) is not supported: its weight "
-                                 "change is not scale * B @ A")
+                raise ValueError(
+                    f"{name}: LoRA variant (DoRA...) is not supported: its weight change is not scale * B @ A"
+                )
         if any(a in module.lora_A for a in module.active_adapters):
             layers[name] = module
     if not layers:
@@ -74,11 +75,11 @@ def l2_delta_w_penalty(factors: list[tuple[torch.Tensor, torch.Tensor]], lam: fl
     return 0.5 * lam * torch.stack([lowrank_sq_norm(b, a) for b, a in factors]).sum()
 
 
-def l2_param_penalty(current: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor],
-                     lam: float) -> torch.Tensor:
+def l2_param_penalty(
+    current: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], lam: float
+) -> torch.Tensor:
     """``lam / 2 * sum ||theta - theta_0||^2`` over named tensors."""
-    return 0.5 * lam * torch.stack([(current[n].float() - anchor[n].float()).pow(2).sum()
-                                    for n in anchor]).sum()
+    return 0.5 * lam * torch.stack([(current[n].float() - anchor[n].float()).pow(2).sum() for n in anchor]).sum()
 
 
 @register("l2")
@@ -138,8 +139,9 @@ class L2(Method):
             raise RuntimeError("l2 (on: lora_params): prepare() must run before the loss")
         return l2_param_penalty(lora_parameters(model), self._anchor, self.lam)
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         pen = self.penalty(model)
         ctx.logs["l2_penalty"] = float(pen.detach())
         return task_loss + pen

@@ -25,8 +25,7 @@ def lisa_state(step: int, align_steps: int, user_steps: int) -> str:
     return ALIGN if step % (align_steps + user_steps) < align_steps else USER
 
 
-def proximal(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor],
-             rho: float) -> torch.Tensor:
+def proximal(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], rho: float) -> torch.Tensor:
     """``rho / 2 * sum_n ||params[n] - anchor[n]||^2``."""
     total = sum(((p.float() - anchor[n]) ** 2).sum() for n, p in params.items())
     return 0.5 * rho * torch.as_tensor(total)
@@ -93,8 +92,9 @@ class Lisa(Method):
         self._swapped = ctx.safety_batch(batch["input_ids"].device)
         return self._swapped
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         if self.state == ALIGN:
             if batch is getattr(self, "_swapped", None):
                 objective = task_loss  # the trainer's loss on the swapped-in safety batch

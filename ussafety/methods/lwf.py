@@ -32,7 +32,7 @@ def lwf_kl_loss(current: torch.Tensor, reference: torch.Tensor, temperature: flo
     log_cur = F.log_softmax(current.float() / temperature, dim=-1)
     log_ref = F.log_softmax(reference.float() / temperature, dim=-1)
     kl = F.kl_div(log_cur, log_ref, log_target=True, reduction="batchmean")
-    return temperature ** 2 * kl
+    return temperature**2 * kl
 
 
 def lwf_hidden_loss(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -50,8 +50,7 @@ def row_keys(batch: dict[str, torch.Tensor]) -> list[bytes]:
     """
     ids, labels = batch["input_ids"].cpu(), batch["labels"].cpu()
     lengths = batch["attention_mask"].sum(dim=1).tolist()
-    return [ids[i, :n].numpy().tobytes() + b"|" + labels[i, :n].numpy().tobytes()
-            for i, n in enumerate(lengths)]
+    return [ids[i, :n].numpy().tobytes() + b"|" + labels[i, :n].numpy().tobytes() for i, n in enumerate(lengths)]
 
 
 @register("lwf")
@@ -118,7 +117,7 @@ class LwF(Method):
             return
         rows = [encode_train(ctx.tokenizer, ex, ctx.max_length) for ex in ctx.user_data]
         hidden_size = output_head(model).weight.shape[-1]
-        size_mb = sum(response_counts(rows)) * hidden_size * 4 / 2 ** 20
+        size_mb = sum(response_counts(rows)) * hidden_size * 4 / 2**20
         if self.reference == "auto" and size_mb > PRECOMPUTE_BUDGET_MB:
             ctx.logs["lwf_precomputed_rows"] = 0.0
             return
@@ -128,10 +127,9 @@ class LwF(Method):
         try:
             with torch.no_grad(), adapters_disabled(model):
                 for start in range(0, len(rows), ctx.batch_size):
-                    batch = replay_batch(rows[start:start + ctx.batch_size], ctx.tokenizer.pad_token_id,
-                                         device)
+                    batch = replay_batch(rows[start : start + ctx.batch_size], ctx.tokenizer.pad_token_id, device)
                     states, _ = response_hidden(model, batch)
-                    counts = response_counts(rows[start:start + ctx.batch_size])
+                    counts = response_counts(rows[start : start + ctx.batch_size])
                     for key, part in zip(row_keys(batch), states.split(counts)):
                         self.stored[key] = part.cpu()
         finally:
@@ -150,8 +148,9 @@ class LwF(Method):
                 states, _ = response_hidden(model, batch)
             return output_head(model)(states) if self.variant == "kl" else states
 
-    def distill_loss(self, model: Any, batch: dict[str, torch.Tensor],
-                     current: ResponseOutputs | None = None) -> torch.Tensor:
+    def distill_loss(
+        self, model: Any, batch: dict[str, torch.Tensor], current: ResponseOutputs | None = None
+    ) -> torch.Tensor:
         """The unweighted LwF term on ``batch`` (differentiable w.r.t. the LoRA weights).
 
         ``current``: the current model's outputs on ``batch`` when already computed (the
@@ -164,14 +163,17 @@ class LwF(Method):
         else:
             cur = current.logits if self.variant == "kl" else current.hidden
         if cur.shape[0] != reference.shape[0]:
-            raise RuntimeError(f"lwf: {reference.shape[0]} reference positions for {cur.shape[0]} "
-                               "current ones (the batch was encoded differently?)")
+            raise RuntimeError(
+                f"lwf: {reference.shape[0]} reference positions for {cur.shape[0]} "
+                "current ones (the batch was encoded differently?)"
+            )
         if self.variant == "kl":
             return lwf_kl_loss(cur, reference, self.temperature)
         return lwf_hidden_loss(cur, reference)
 
-    def loss(self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor,
-             ctx: TrainContext) -> torch.Tensor:
+    def loss(
+        self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
+    ) -> torch.Tensor:
         shared = ctx.outputs if ctx.outputs is not None and ctx.batch is batch else None
         distill = self.distill_loss(model, batch, shared)
         ctx.logs["lwf_loss"] = float(distill.detach())

@@ -35,8 +35,7 @@ class MagMax(Method):
     lam: float = 1.0
 
     def finalize(self, model: Any, ctx: TrainContext) -> Any:
-        def combine(inst: torch.Tensor, tau_align: torch.Tensor,
-                    tau_ft: torch.Tensor) -> torch.Tensor:
+        def combine(inst: torch.Tensor, tau_align: torch.Tensor, tau_ft: torch.Tensor) -> torch.Tensor:
             return inst + self.lam * magmax([tau_align, tau_ft])
 
         return merge_from_instruct(model, ctx.instruct_dir, combine, ctx.logs, "magmax")

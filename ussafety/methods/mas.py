@@ -87,7 +87,8 @@ class MAS(ImportancePenalty):
     def prepare(self, model: Any, ctx: TrainContext) -> None:
         start = time.perf_counter()
         rows = sample_rows(ctx, self.n_batches)
-        omega = weight_importance(model, rows, ctx, self.per,
-                                  lambda m, b: response_output_sq_norm(m, b, self.output), torch.abs)
+        omega = weight_importance(
+            model, rows, ctx, self.per, lambda m, b: response_output_sq_norm(m, b, self.output), torch.abs
+        )
         self.set_importance(model, omega, self.normalize, ctx, "mas_omega")
         ctx.logs["mas_prepare_s"] = time.perf_counter() - start

@@ -68,8 +68,7 @@ def slerp_is_lerp(a: torch.Tensor, b: torch.Tensor, eps: float = 5e-4) -> bool:
     return bool(torch.dot(va / na, vb / nb).abs() > 1.0 - eps)
 
 
-def task_arithmetic(base: torch.Tensor, deltas: list[torch.Tensor],
-                    weights: list[float]) -> torch.Tensor:
+def task_arithmetic(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
     """``base + sum_i weights[i] * deltas[i]`` (Ilharco et al. 2023)."""
     if len(deltas) != len(weights):
         raise ValueError("task_arithmetic: one weight per task vector")
@@ -96,8 +95,7 @@ def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
     return (flat * mask).reshape(delta.shape)
 
 
-def ties(base: torch.Tensor, deltas: list[torch.Tensor], density: float,
-         weights: list[float]) -> torch.Tensor:
+def ties(base: torch.Tensor, deltas: list[torch.Tensor], density: float, weights: list[float]) -> torch.Tensor:
     """TIES-Merging (Yadav et al. 2023): trim, elect sign, disjoint mean.
 
     1. Trim: each task vector keeps its top-``density`` entries by magnitude (per
@@ -226,8 +224,7 @@ class WeightReader:
         return self._handles[self._where[key]].get_tensor(key)
 
 
-def instruct_layers(model: Any, instruct_dir: str | None
-                    ) -> Iterator[tuple[str, Any, torch.Tensor]]:
+def instruct_layers(model: Any, instruct_dir: str | None) -> Iterator[tuple[str, Any, torch.Tensor]]:
     """``(name, lora_layer, W_instruct)`` for each adapted layer, W_instruct in float32
     on the layer's device (read one layer at a time)."""
     layers = lora_layers(model)
@@ -236,8 +233,7 @@ def instruct_layers(model: Any, instruct_dir: str | None
             w = base_weight(layer)
             inst = reader.get(f"{name}.weight").to(device=w.device, dtype=torch.float32)
             if inst.shape != w.shape:
-                raise ValueError(f"{name}: instruct weight {tuple(inst.shape)} "
-                                 f"!= model weight {tuple(w.shape)}")
+                raise ValueError(f"{name}: instruct weight {tuple(inst.shape)} != model weight {tuple(w.shape)}")
             yield name, layer, inst
 
 
@@ -256,9 +252,13 @@ def write_and_unload(model: Any, merged: Callable[[str, Any], torch.Tensor]) -> 
     return model.unload()
 
 
-def merge_from_instruct(model: Any, instruct_dir: str | None,
-                        combine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                        logs: dict[str, float], prefix: str) -> Any:
+def merge_from_instruct(
+    model: Any,
+    instruct_dir: str | None,
+    combine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    logs: dict[str, float],
+    prefix: str,
+) -> Any:
     """Write ``combine(W_instruct, tau_align, tau_ft)`` into every adapted layer.
 
     ``tau_align = W_aligned - W_instruct`` and ``tau_ft = scale * B @ A`` (float32).
@@ -275,6 +275,6 @@ def merge_from_instruct(model: Any, instruct_dir: str | None,
             sq_align += float(tau_align.pow(2).sum())
             sq_ft += float(tau_ft.pow(2).sum())
             w.copy_(combine(inst, tau_align, tau_ft).to(dtype=w.dtype))
-    logs[f"{prefix}_tau_align_norm"] = sq_align ** 0.5
-    logs[f"{prefix}_tau_ft_norm"] = sq_ft ** 0.5
+    logs[f"{prefix}_tau_align_norm"] = sq_align**0.5
+    logs[f"{prefix}_tau_ft_norm"] = sq_ft**0.5
     return model.unload()

@@ -29,8 +29,9 @@ def fisher_preconditioner(fisher: dict[str, torch.Tensor], weight: float) -> dic
     return {n: 1.0 / (1.0 + weight * f / mean) for n, f in fisher.items()}
 
 
-def refresh_unlearn(param: torch.Tensor, grad: torch.Tensor, precond: torch.Tensor,
-                    unlearn_lr: float, noise: torch.Tensor) -> torch.Tensor:
+def refresh_unlearn(
+    param: torch.Tensor, grad: torch.Tensor, precond: torch.Tensor, unlearn_lr: float, noise: torch.Tensor
+) -> torch.Tensor:
     """One unlearning (ascent) step of a tensor, as in the reference code's ``unlearn``.
 
     ``theta + unlearn_lr * precond * (||theta|| / ||g|| * g + noise)``: the loss
@@ -150,13 +151,14 @@ class Refresh(Method):
         for name, p in lora_parameters(model).items():
             if p.grad is None:
                 continue
-            noise = self.noise_std * torch.randn(p.shape, generator=self.generator,
-                                                 device=p.device, dtype=torch.float32)
+            noise = self.noise_std * torch.randn(
+                p.shape, generator=self.generator, device=p.device, dtype=torch.float32
+            )
             old = p.detach().float().clone()  # .float() of a float32 tensor is no copy
             new = refresh_unlearn(old, p.grad.float(), self.precond[name], self.unlearn_lr, noise)
             p.copy_(new.to(p.dtype))
             moved.append(((new - old) ** 2).sum())
-            norm.append((old ** 2).sum())
+            norm.append((old**2).sum())
         total = float(torch.stack(norm).sum()) if norm else 0.0
         change = float(torch.stack(moved).sum()) if moved else 0.0
         ctx.logs["refresh_rel_change"] = (change / total) ** 0.5 if total > 0 else 0.0

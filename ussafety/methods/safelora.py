@@ -68,8 +68,7 @@ class SafeLoRA(Method):
         with torch.no_grad():
             for name, layer, inst in instruct_layers(model, ctx.instruct_dir):
                 if getattr(layer, "fan_in_fan_out", False):
-                    raise ValueError(f"safelora: {name} stores its weight transposed "
-                                     "(fan_in_fan_out); not supported")
+                    raise ValueError(f"safelora: {name} stores its weight transposed (fan_in_fan_out); not supported")
                 w = base_weight(layer)
                 v = w.float() - inst
                 if v.norm() == 0:
@@ -87,8 +86,7 @@ class SafeLoRA(Method):
                 chosen = sorted(range(len(candidates)), key=lambda i: candidates[i][0])
                 chosen_set = set(chosen[: self.num_layers])
             else:
-                chosen_set = {i for i, (cos, _, _) in enumerate(candidates)
-                              if cos <= self.threshold}
+                chosen_set = {i for i, (cos, _, _) in enumerate(candidates) if cos <= self.threshold}
             for i in chosen_set:
                 _, layer, new_b = candidates[i]
                 for a, b in new_b.items():

@@ -40,8 +40,7 @@ class TaskArithmetic(Method):
     lam_ft: float = 0.4
 
     def finalize(self, model: Any, ctx: TrainContext) -> Any:
-        def combine(inst: torch.Tensor, tau_align: torch.Tensor,
-                    tau_ft: torch.Tensor) -> torch.Tensor:
+        def combine(inst: torch.Tensor, tau_align: torch.Tensor, tau_ft: torch.Tensor) -> torch.Tensor:
             return task_arithmetic(inst, [tau_align, tau_ft], [self.lam_align, self.lam_ft])
 
         return merge_from_instruct(model, ctx.instruct_dir, combine, ctx.logs, "task_arithmetic")

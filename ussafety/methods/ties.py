@@ -39,8 +39,7 @@ class Ties(Method):
     lam_ft: float = 1.0
 
     def finalize(self, model: Any, ctx: TrainContext) -> Any:
-        def combine(inst: torch.Tensor, tau_align: torch.Tensor,
-                    tau_ft: torch.Tensor) -> torch.Tensor:
+        def combine(inst: torch.Tensor, tau_align: torch.Tensor, tau_ft: torch.Tensor) -> torch.Tensor:
             return ties(inst, [tau_align, tau_ft], self.density, [self.lam_align, self.lam_ft])
 
         return merge_from_instruct(model, ctx.instruct_dir, combine, ctx.logs, "ties")

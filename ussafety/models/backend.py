@@ -24,16 +24,16 @@ from typing import Literal
 Requested = Literal["auto", "peft", "unsloth"]
 BACKENDS: tuple[str, ...] = ("auto", "peft", "unsloth")
 
-UNSLOTH_INSTALL = ("pip install unsloth unsloth_zoo (wheels matching this machine's torch and "
-                   "CUDA; see docs/gpu.md)")
+UNSLOTH_INSTALL = "pip install unsloth unsloth_zoo (wheels matching this machine's torch and CUDA; see docs/gpu.md)"
 
 
 class BackendError(RuntimeError):
     """The requested backend cannot run on this machine; the message says what to do."""
 
 
-def choose_backend(requested: str, *, cuda: bool, unsloth_importable: bool,
-                   needs_base_weight_grads: bool = False) -> str:
+def choose_backend(
+    requested: str, *, cuda: bool, unsloth_importable: bool, needs_base_weight_grads: bool = False
+) -> str:
     """``"peft"`` or ``"unsloth"`` for a run that asked for ``requested``.
 
     ``auto``: Unsloth when a CUDA GPU is visible, the package is installed and the
@@ -51,15 +51,20 @@ def choose_backend(requested: str, *, cuda: bool, unsloth_importable: bool,
     if requested == "auto":
         return "unsloth" if cuda and unsloth_importable and not needs_base_weight_grads else "peft"
     if not cuda:
-        raise BackendError("backend 'unsloth' needs a CUDA GPU and none is visible; use "
-                           "model.backend: peft (or auto) on this machine.")
+        raise BackendError(
+            "backend 'unsloth' needs a CUDA GPU and none is visible; use model.backend: peft (or auto) on this machine."
+        )
     if not unsloth_importable:
-        raise BackendError(f"backend 'unsloth' was requested but the package is not installed: "
-                           f"{UNSLOTH_INSTALL}; or use model.backend: peft (or auto).")
+        raise BackendError(
+            f"backend 'unsloth' was requested but the package is not installed: "
+            f"{UNSLOTH_INSTALL}; or use model.backend: peft (or auto)."
+        )
     if needs_base_weight_grads:
-        raise BackendError("this method needs the gradient of the frozen base weights (EWC/MAS "
-                           "importance), which Unsloth's fused LoRA kernels do not compute; use "
-                           "model.backend: peft (or auto) for it.")
+        raise BackendError(
+            "this method needs the gradient of the frozen base weights (EWC/MAS "
+            "importance), which Unsloth's fused LoRA kernels do not compute; use "
+            "model.backend: peft (or auto) for it."
+        )
     return "unsloth"
 
 
@@ -86,17 +91,23 @@ def detect() -> Environment:
     import torch
 
     cuda = torch.cuda.is_available()
-    return Environment(cuda=cuda, unsloth_importable=importable("unsloth"),
-                       vllm_importable=importable("vllm"),
-                       device_name=torch.cuda.get_device_name(0) if cuda else None)
+    return Environment(
+        cuda=cuda,
+        unsloth_importable=importable("unsloth"),
+        vllm_importable=importable("vllm"),
+        device_name=torch.cuda.get_device_name(0) if cuda else None,
+    )
 
 
-def resolve_backend(requested: str, *, needs_base_weight_grads: bool = False,
-                    env: Environment | None = None) -> str:
+def resolve_backend(requested: str, *, needs_base_weight_grads: bool = False, env: Environment | None = None) -> str:
     """:func:`choose_backend` for this machine (``env`` defaults to :func:`detect`)."""
     env = env or detect()
-    return choose_backend(requested, cuda=env.cuda, unsloth_importable=env.unsloth_importable,
-                          needs_base_weight_grads=needs_base_weight_grads)
+    return choose_backend(
+        requested,
+        cuda=env.cuda,
+        unsloth_importable=env.unsloth_importable,
+        needs_base_weight_grads=needs_base_weight_grads,
+    )
 
 
 NEEDS_BASE_WEIGHT_GRADS: frozenset[str] = frozenset({"ewc", "mas"})

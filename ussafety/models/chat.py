@@ -19,8 +19,7 @@ IGNORE = -100
 
 def prompt_text(tokenizer: Any, ex: Example) -> str:
     """The chat-formatted prompt, ending with the assistant header."""
-    return tokenizer.apply_chat_template(ex.messages(with_response=False), tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(ex.messages(with_response=False), tokenize=False, add_generation_prompt=True)
 
 
 def encode_train(tokenizer: Any, ex: Example, max_length: int) -> dict[str, list[int]]:
@@ -35,13 +34,14 @@ def encode_train(tokenizer: Any, ex: Example, max_length: int) -> dict[str, list
     prompt = prompt_text(tokenizer, ex)
     full = tokenizer.apply_chat_template(ex.messages(with_response=True), tokenize=False)
     if not full.startswith(prompt):
-        raise ValueError("chat template renders the prompt differently with and without the "
-                         "response; cannot mask the prompt exactly")
+        raise ValueError(
+            "chat template renders the prompt differently with and without the response; cannot mask the prompt exactly"
+        )
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False)["input_ids"]
     min_resp = min(16, len(r_ids))
     if len(p_ids) + min_resp > max_length:
-        p_ids = p_ids[-(max_length - min_resp):]
+        p_ids = p_ids[-(max_length - min_resp) :]
     r_ids = r_ids[: max_length - len(p_ids)]
     return {"input_ids": p_ids + r_ids, "labels": [IGNORE] * len(p_ids) + r_ids}
 
@@ -67,13 +67,12 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return collate([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features],
-                       self.pad_id)
+        return collate([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features], self.pad_id)
 
 
-def encode_batch(tokenizer: Any, examples: list[Example], max_length: int,
-                 device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def encode_batch(
+    tokenizer: Any, examples: list[Example], max_length: int, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """Encode and pad a list of training examples into one batch on ``device``."""
-    batch = collate([encode_train(tokenizer, ex, max_length) for ex in examples],
-                    tokenizer.pad_token_id)
+    batch = collate([encode_train(tokenizer, ex, max_length) for ex in examples], tokenizer.pad_token_id)
     return {k: v.to(device) for k, v in batch.items()}

@@ -15,11 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-GiB = 1024 ** 3
-MiB = 1024 ** 2
+GiB = 1024**3
+MiB = 1024**2
 
-DTYPE_BYTES: dict[str, int] = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2,
-                               "float16": 2, "fp16": 2, "auto": 2}
+DTYPE_BYTES: dict[str, int] = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "auto": 2}
 """``auto`` is bf16 on CUDA (``ussafety.models.loading.resolve_dtype``), and these
 estimates are for CUDA."""
 
@@ -34,9 +33,9 @@ class DeviceSpec:
     """A GPU as the estimates see it. Every rate is an assumption until measured."""
 
     name: str
-    memory_bytes: int             # total device memory (nvidia-smi's figure)
-    flops_per_s: float            # effective dense bf16 FLOP/s: peak x assumed utilisation
-    mem_bw_bytes_per_s: float     # effective HBM bandwidth: peak x assumed efficiency
+    memory_bytes: int  # total device memory (nvidia-smi's figure)
+    flops_per_s: float  # effective dense bf16 FLOP/s: peak x assumed utilisation
+    mem_bw_bytes_per_s: float  # effective HBM bandwidth: peak x assumed efficiency
     launch_overhead_s: float = 5e-4  # per decoder layer and decode step (HF generate)
 
 
@@ -57,16 +56,19 @@ DEVICES: dict[str, DeviceSpec] = {
 }
 
 
-def device_spec(device: str | DeviceSpec, *, flops_per_s: float | None = None,
-                mem_bw_bytes_per_s: float | None = None) -> DeviceSpec:
+def device_spec(
+    device: str | DeviceSpec, *, flops_per_s: float | None = None, mem_bw_bytes_per_s: float | None = None
+) -> DeviceSpec:
     """``device`` (a :data:`DEVICES` key or a spec) with measured rates put in, if given."""
     if isinstance(device, str):
         if device not in DEVICES:
-            raise ValueError(f"unknown device '{device}' (known: {', '.join(DEVICES)}); "
-                             "pass a DeviceSpec for another one")
+            raise ValueError(
+                f"unknown device '{device}' (known: {', '.join(DEVICES)}); pass a DeviceSpec for another one"
+            )
         device = DEVICES[device]
-    changes: dict[str, Any] = {k: v for k, v in (("flops_per_s", flops_per_s),
-                                 ("mem_bw_bytes_per_s", mem_bw_bytes_per_s)) if v is not None}
+    changes: dict[str, Any] = {
+        k: v for k, v in (("flops_per_s", flops_per_s), ("mem_bw_bytes_per_s", mem_bw_bytes_per_s)) if v is not None
+    }
     for k, v in changes.items():
         if not v > 0:
             raise ValueError(f"{k} must be > 0, got {v}")
@@ -96,18 +98,18 @@ class MethodCost:
     """
 
     name: str = "sft"
-    trains_like_sft: bool = True     # only finalize acts: the pipeline reuses a cached SFT training
-    replay_rows: int = 0             # rows forwarded and back-propagated with each micro-batch (graphs alive together)
-    ref_rows_per_step: int = 0       # rows forwarded and back-propagated separately per optimizer step
-    nograd_forward: bool = False     # one no-grad forward of the user batch per micro-batch
-    ref_logits: bool = False         # keeps the reference's fp32 response logits for the step
+    trains_like_sft: bool = True  # only finalize acts: the pipeline reuses a cached SFT training
+    replay_rows: int = 0  # rows forwarded and back-propagated with each micro-batch (graphs alive together)
+    ref_rows_per_step: int = 0  # rows forwarded and back-propagated separately per optimizer step
+    nograd_forward: bool = False  # one no-grad forward of the user batch per micro-batch
+    ref_logits: bool = False  # keeps the reference's fp32 response logits for the step
     prepare_full_backward_rows: int = 0  # rows back-propagated into the base weights once
     prepare_full_backward_passes: int = 0  # in that many passes (per example, or per batch)
-    prepare_forward_rows: int = 0    # rows forwarded once before training
+    prepare_forward_rows: int = 0  # rows forwarded once before training
     prepare_lora_backward_rows: int = 0  # rows back-propagated into the LoRA weights once
     extra_row_fraction: float = 0.0  # rows added to the training data
-    importance: bool = False         # fp32 importance + fp32 delta W per adapted base weight
-    lora_copies: int = 0             # fp32 copies of the LoRA parameters or their gradient
+    importance: bool = False  # fp32 importance + fp32 delta W per adapted base weight
+    lora_copies: int = 0  # fp32 copies of the LoRA parameters or their gradient
 
 
 SFT = MethodCost()

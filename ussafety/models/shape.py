@@ -19,27 +19,77 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_LLAMA2_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008,
-                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                  vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=False)
-_LLAMA2_13B = dict(model_type="llama", hidden_size=5120, intermediate_size=13824,
-                   num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40,
-                   vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=False)
-_MISTRAL_7B_V02 = dict(model_type="mistral", hidden_size=4096, intermediate_size=14336,
-                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                       vocab_size=32000, max_position_embeddings=32768, sliding_window=None,
-                       rope_theta=1e6, tie_word_embeddings=False)
-_GEMMA_2B = dict(model_type="gemma", hidden_size=2048, intermediate_size=16384,
-                 num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=1, head_dim=256,
-                 vocab_size=256000, max_position_embeddings=8192, tie_word_embeddings=True)
-_LLAMA_GUARD_3_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
-                         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                         vocab_size=128256, max_position_embeddings=131072,
-                         rope_theta=500000.0, tie_word_embeddings=False)
-_SMOLLM2_135M = dict(model_type="llama", hidden_size=576, intermediate_size=1536,
-                     num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                     vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
-                     tie_word_embeddings=True)
+_LLAMA2_7B = dict(
+    model_type="llama",
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
+_LLAMA2_13B = dict(
+    model_type="llama",
+    hidden_size=5120,
+    intermediate_size=13824,
+    num_hidden_layers=40,
+    num_attention_heads=40,
+    num_key_value_heads=40,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
+_MISTRAL_7B_V02 = dict(
+    model_type="mistral",
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=32000,
+    max_position_embeddings=32768,
+    sliding_window=None,
+    rope_theta=1e6,
+    tie_word_embeddings=False,
+)
+_GEMMA_2B = dict(
+    model_type="gemma",
+    hidden_size=2048,
+    intermediate_size=16384,
+    num_hidden_layers=18,
+    num_attention_heads=8,
+    num_key_value_heads=1,
+    head_dim=256,
+    vocab_size=256000,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+)
+_LLAMA_GUARD_3_8B = dict(
+    model_type="llama",
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    max_position_embeddings=131072,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+)
+_SMOLLM2_135M = dict(
+    model_type="llama",
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+)
 
 KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     # The paper preset's chat models (params/study/paper.yaml) and their bases.
@@ -55,9 +105,17 @@ KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     # tests' 2-layer model (ussafety.models.loading: 3 special tokens + 256 byte tokens).
     "HuggingFaceTB/SmolLM2-135M-Instruct": _SMOLLM2_135M,
     "embedded": _SMOLLM2_135M,
-    "tiny-random": dict(model_type="llama", hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        vocab_size=259, max_position_embeddings=512, tie_word_embeddings=True),
+    "tiny-random": dict(
+        model_type="llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=259,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    ),
 }
 """Architecture of the models the presets name (values from each model's published
 ``config.json``), so that no hub download is needed. ``tiny-random`` must equal
@@ -81,9 +139,11 @@ def model_config(model: Any) -> Any:
     folder = Path(name).expanduser()
     if (folder / "config.json").is_file():
         return AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    raise ValueError(f"unknown model '{name}': not one of the known shapes "
-                     f"({', '.join(sorted(KNOWN_SHAPES))}) and not a folder with a config.json; "
-                     "pass a local model folder or a transformers config")
+    raise ValueError(
+        f"unknown model '{name}': not one of the known shapes "
+        f"({', '.join(sorted(KNOWN_SHAPES))}) and not a folder with a config.json; "
+        "pass a local model folder or a transformers config"
+    )
 
 
 @dataclass(frozen=True)
@@ -92,9 +152,9 @@ class ModelShape:
 
     name: str
     model_type: str
-    n_params: int                 # unique parameters (a tied head counted once)
+    n_params: int  # unique parameters (a tied head counted once)
     linear_shapes: dict[str, tuple[int, int]]  # every nn.Linear but the head: (out, in)
-    head_params: int              # the output projection's in x out (tied or not)
+    head_params: int  # the output projection's in x out (tied or not)
     n_layers: int
     hidden: int
     intermediate: int
@@ -122,12 +182,12 @@ class ModelShape:
         targets = list(targets)
         if not targets:
             raise ValueError("LoRA target_modules is empty")
-        out = {n: s for n, s in self.linear_shapes.items()
-               if any(n == t or n.endswith("." + t) for t in targets)}
+        out = {n: s for n, s in self.linear_shapes.items() if any(n == t or n.endswith("." + t) for t in targets)}
         if not out:
             kinds = sorted({n.rsplit(".", 1)[-1] for n in self.linear_shapes})
-            raise ValueError(f"LoRA targets {targets} match no Linear layer of {self.name} "
-                             f"(it has: {', '.join(kinds)})")
+            raise ValueError(
+                f"LoRA targets {targets} match no Linear layer of {self.name} (it has: {', '.join(kinds)})"
+            )
         return out
 
     def lora_params(self, r: int, targets: Iterable[str]) -> int:
@@ -163,15 +223,25 @@ def _shape_of(model: Any, name: str) -> ModelShape:
     with torch.device("meta"):
         net = AutoModelForCausalLM.from_config(cfg)
     head = net.get_output_embeddings()
-    linears = {n: (m.out_features, m.in_features) for n, m in net.named_modules()
-               if isinstance(m, torch.nn.Linear) and m is not head}
+    linears = {
+        n: (m.out_features, m.in_features)
+        for n, m in net.named_modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+    }
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     return ModelShape(
-        name=name, model_type=text.model_type, n_params=sum(p.numel() for p in net.parameters()),
-        linear_shapes=linears, head_params=head.in_features * head.out_features,
-        n_layers=text.num_hidden_layers, hidden=text.hidden_size,
-        intermediate=text.intermediate_size, n_heads=heads,
-        n_kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim,
-        vocab=head.out_features)
+        name=name,
+        model_type=text.model_type,
+        n_params=sum(p.numel() for p in net.parameters()),
+        linear_shapes=linears,
+        head_params=head.in_features * head.out_features,
+        n_layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        n_heads=heads,
+        n_kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        vocab=head.out_features,
+    )

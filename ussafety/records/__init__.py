@@ -15,5 +15,17 @@ from ussafety.records.store import (
     write_record,
 )
 
-__all__ = ["Generation", "Metrics", "Record", "RecordError", "iter_records", "load_record", "read_record",
-           "record_path", "run_dir", "save_record", "write_json_atomic", "write_record"]
+__all__ = [
+    "Generation",
+    "Metrics",
+    "Record",
+    "RecordError",
+    "iter_records",
+    "load_record",
+    "read_record",
+    "record_path",
+    "run_dir",
+    "save_record",
+    "write_json_atomic",
+    "write_record",
+]

@@ -67,8 +67,14 @@ def migrate_data(data: dict[str, Any], where: str) -> Record | None:
         return None
     new = {k: v for k, v in data.items() if k not in ("config", "config_hash")}
     new["metrics"] = _rates_with_intervals(new["metrics"])
-    new.update(run_id=new_id, label=cfg.name, config=cfg.to_dict(), config_hash=config_hash_of(cfg),
-               stamps=stamps(cfg), migrated_from=data["run_id"])
+    new.update(
+        run_id=new_id,
+        label=cfg.name,
+        config=cfg.to_dict(),
+        config_hash=config_hash_of(cfg),
+        stamps=stamps(cfg),
+        migrated_from=data["run_id"],
+    )
     if new.get("alignment", {}).get("aligned"):
         from ussafety.config import align_key
 
@@ -106,9 +112,15 @@ def migrate_dir(root: Path, dry_run: bool = False) -> dict[str, Any]:
         old = data["run_id"]
         if rec.run_id in kept:
             first = kept[rec.run_id]
-            dropped.append({"run_id": old, "same_computation_as": first.migrated_from, "new_id": rec.run_id,
-                            "identical_metrics": first.metrics == rec.metrics,
-                            "identical_generations": first.generations == rec.generations})
+            dropped.append(
+                {
+                    "run_id": old,
+                    "same_computation_as": first.migrated_from,
+                    "new_id": rec.run_id,
+                    "identical_metrics": first.metrics == rec.metrics,
+                    "identical_generations": first.generations == rec.generations,
+                }
+            )
             if not dry_run:
                 shutil.rmtree(path.parent)
             continue
@@ -127,6 +139,7 @@ def migrate_dir(root: Path, dry_run: bool = False) -> dict[str, Any]:
             old_dir.rename(new_dir)
     if moved or dropped:
         previous = json.loads((root / LOG).read_text()) if (root / LOG).is_file() else {"moved": {}, "dropped": []}
-        write_json_atomic(root / LOG, {"moved": {**previous["moved"], **moved},
-                                       "dropped": previous["dropped"] + dropped})
+        write_json_atomic(
+            root / LOG, {"moved": {**previous["moved"], **moved}, "dropped": previous["dropped"] + dropped}
+        )
     return log

@@ -182,5 +182,8 @@ class Record(Strict):
     def outcomes(self, judge: str | None = None, kind: str = "harmful") -> dict[tuple[str, int], bool]:
         """``{(source, row): harmful?}`` under ``judge`` (default: the primary one), for paired tests."""
         judge = judge or self.metrics.primary_judge
-        return {(g.source, g.row): g.verdicts[judge].harmful is True
-                for g in self.generations if g.kind == kind and judge in g.verdicts}
+        return {
+            (g.source, g.row): g.verdicts[judge].harmful is True
+            for g in self.generations
+            if g.kind == kind and judge in g.verdicts
+        }

@@ -88,20 +88,33 @@ def by_reference(conditions: list[Condition]) -> tuple[dict[str, Condition], dic
     return refs, groups
 
 
-def binary_row(a: Condition, b: Condition, metric: str, margin: float, alpha: float, comparison: str,
-               reuse_single_reference: bool = False) -> dict[str, Any] | None:
+def binary_row(
+    a: Condition,
+    b: Condition,
+    metric: str,
+    margin: float,
+    alpha: float,
+    comparison: str,
+    reuse_single_reference: bool = False,
+) -> dict[str, Any] | None:
     """``a - b`` on a 0/1 metric: :func:`.compare.pairs_comparison` and
     :func:`.compare.equivalence_stats`; None when the two share no (seed, prompt) pair."""
     pairs = paired_outcomes(a, b, metric, reuse_single_reference)
     if not pairs:
         return None
-    return {"setting": setting_label(a), "comparison": comparison, "test_kind": "paired",
-            "n_prompts": max(len(x) for x, _ in pairs), **pairs_comparison(pairs),
-            **equivalence_stats(pairs, margin, alpha)}
+    return {
+        "setting": setting_label(a),
+        "comparison": comparison,
+        "test_kind": "paired",
+        "n_prompts": max(len(x) for x, _ in pairs),
+        **pairs_comparison(pairs),
+        **equivalence_stats(pairs, margin, alpha),
+    }
 
 
-def _pair_rows(pairs: list[tuple[Condition, Condition, str]], claim: ClaimSpec, spec: ClaimsFile,
-               reuse: bool = False) -> list[dict[str, Any]]:
+def _pair_rows(
+    pairs: list[tuple[Condition, Condition, str]], claim: ClaimSpec, spec: ClaimsFile, reuse: bool = False
+) -> list[dict[str, Any]]:
     metric = claim.metric
     rows = [binary_row(a, b, metric, spec.margin(metric), spec.alpha, what, reuse) for a, b, what in pairs]
     return [r for r in rows if r is not None]
@@ -147,8 +160,11 @@ def method_vs_sft(every: list[Condition], main: list[Condition], claim: ClaimSpe
         for c in conds:
             lab = c.labels
             lines[(lab["model"], lab["task"], lab["method"], lab["params"])].append(c)
-        conds = [max(g, key=lambda c: c.labels["poison_ratio"]) for g in lines.values()
-                 if len({c.labels["poison_ratio"] for c in g}) >= comp.min_poison_ratios]
+        conds = [
+            max(g, key=lambda c: c.labels["poison_ratio"])
+            for g in lines.values()
+            if len({c.labels["poison_ratio"] for c in g}) >= comp.min_poison_ratios
+        ]
     out = []
     for c in conds:
         ref = sft_reference(c, main)
@@ -178,14 +194,22 @@ def method_vs_method(every: list[Condition], main: list[Condition], claim: Claim
     out = []
     for conds in groups.values():
         for x, y in comp.pairs:
-            out += [(a, b, f"{_name(a)} - {_name(b)}") for a in conds for b in conds
-                    if a.labels["method"] == x and b.labels["method"] == y and _scenario_ok(a, comp.scenario)]
+            out += [
+                (a, b, f"{_name(a)} - {_name(b)}")
+                for a in conds
+                for b in conds
+                if a.labels["method"] == x and b.labels["method"] == y and _scenario_ok(a, comp.scenario)
+            ]
     return out
 
 
-PAIR_BUILDERS = {"benign_vs_base": benign_vs_base, "poisoned_vs_benign": poisoned_vs_benign,
-                 "method_vs_sft": method_vs_sft, "method_vs_others": method_vs_others,
-                 "method_vs_method": method_vs_method}
+PAIR_BUILDERS = {
+    "benign_vs_base": benign_vs_base,
+    "poisoned_vs_benign": poisoned_vs_benign,
+    "method_vs_sft": method_vs_sft,
+    "method_vs_others": method_vs_others,
+    "method_vs_method": method_vs_method,
+}
 
 
 def gain_gap(a: Condition, b: Condition, alpha: float) -> dict[str, Any]:
@@ -201,9 +225,17 @@ def gain_gap(a: Condition, b: Condition, alpha: float) -> dict[str, Any]:
     parts = [[(x - y).tolist(), (u - v).tolist()] for (x, y), (u, v) in zip(harm, task)]
     boot = cluster_bootstrap(parts)
     narrow = cluster_bootstrap(parts, confidence=1.0 - 2.0 * alpha)
-    return {"estimate": boot.estimate, "ci_low": boot.low, "ci_high": boot.high, "p_bootstrap": boot.p_value,
-            "tost_low": narrow.low, "tost_high": narrow.high, "n_seeds": len(harm),
-            "n_prompts": max(len(x) for x, _ in harm), "n_items": max(len(u) for u, _ in task)}
+    return {
+        "estimate": boot.estimate,
+        "ci_low": boot.low,
+        "ci_high": boot.high,
+        "p_bootstrap": boot.p_value,
+        "tost_low": narrow.low,
+        "tost_high": narrow.high,
+        "n_seeds": len(harm),
+        "n_prompts": max(len(x) for x, _ in harm),
+        "n_items": max(len(u) for u, _ in task),
+    }
 
 
 def gain_rows(main: list[Condition], claim: ClaimSpec, spec: ClaimsFile) -> list[dict[str, Any]]:
@@ -218,8 +250,7 @@ def gain_rows(main: list[Condition], claim: ClaimSpec, spec: ClaimsFile) -> list
         if not mine or not others:
             continue
         own = mine[0]
-        gains = {c.key: paired_estimate(ref, c, "asr") + paired_estimate(c, ref, "task_score")
-                 for c in [own, *others]}
+        gains = {c.key: paired_estimate(ref, c, "asr") + paired_estimate(c, ref, "task_score") for c in [own, *others]}
         ranked = sorted([c for c in others if not math.isnan(gains[c.key])], key=lambda c: -gains[c.key])
         if not ranked or math.isnan(gains[own.key]):
             continue
@@ -227,11 +258,20 @@ def gain_rows(main: list[Condition], claim: ClaimSpec, spec: ClaimsFile) -> list
         if not gap:
             continue
         pts = [ref, own, *others]
-        front = pareto_front([condition_estimate(c, "asr") for c in pts],
-                             [condition_estimate(c, "task_score") for c in pts])
-        rows.append({"setting": setting_label(own), "test_kind": "bootstrap", "margin": spec.margin("gain"),
-                     "comparison": f"gain({_name(own)}) - gain({_name(ranked[0])}, best other of {len(others)})",
-                     "own_gain": gains[own.key], "on_pareto_front": front[1], **gap})
+        front = pareto_front(
+            [condition_estimate(c, "asr") for c in pts], [condition_estimate(c, "task_score") for c in pts]
+        )
+        rows.append(
+            {
+                "setting": setting_label(own),
+                "test_kind": "bootstrap",
+                "margin": spec.margin("gain"),
+                "comparison": f"gain({_name(own)}) - gain({_name(ranked[0])}, best other of {len(others)})",
+                "own_gain": gains[own.key],
+                "on_pareto_front": front[1],
+                **gap,
+            }
+        )
     return rows
 
 
@@ -254,8 +294,16 @@ def ranking_rows(main: list[Condition], claim: ClaimSpec) -> list[dict[str, Any]
                 continue
             tau, pv = kendall_tau([tasks[t1][m] for m in common], [tasks[t2][m] for m in common])
             where = f"{model}, {scenario}" + (f", p = {p:g}" if scenario == "poisoned" else "")
-            rows.append({"setting": where, "comparison": f"{t1} vs {t2} ({len(common)} methods)",
-                         "test_kind": "rank", "estimate": tau, "p_rank": pv, "n_methods": len(common)})
+            rows.append(
+                {
+                    "setting": where,
+                    "comparison": f"{t1} vs {t2} ({len(common)} methods)",
+                    "test_kind": "rank",
+                    "estimate": tau,
+                    "p_rank": pv,
+                    "n_methods": len(common),
+                }
+            )
     return rows
 
 
@@ -266,8 +314,9 @@ def views(data: StudyData, judge: str) -> tuple[list[Condition], list[Condition]
     return (every, main) if judge == TASK_SCORER else (judged(every, judge), judged(main, judge))
 
 
-def claim_rows(every: list[Condition], main: list[Condition], claim: ClaimSpec, spec: ClaimsFile,
-               judge: str) -> list[dict[str, Any]]:
+def claim_rows(
+    every: list[Condition], main: list[Condition], claim: ClaimSpec, spec: ClaimsFile, judge: str
+) -> list[dict[str, Any]]:
     """The rows of ``claim`` on the conditions of :func:`views` for ``judge``."""
     kind = claim.comparison.kind
     if kind == "gain_vs_best_other":

@@ -26,8 +26,15 @@ CLAIMS_PATH = PROJECT_ROOT / "params" / "study" / "claims.yaml"
 FAMILIES = ("baseline", "regularization", "replay", "merging")
 CL_FAMILIES = ("regularization", "replay", "merging")
 """The continual-learning families (the paper's claims 3, 5 and 9 are about them)."""
-KINDS = ("benign_vs_base", "poisoned_vs_benign", "method_vs_sft", "method_vs_others", "method_vs_method",
-         "gain_vs_best_other", "ranking_across_tasks")
+KINDS = (
+    "benign_vs_base",
+    "poisoned_vs_benign",
+    "method_vs_sft",
+    "method_vs_others",
+    "method_vs_method",
+    "gain_vs_best_other",
+    "ranking_across_tasks",
+)
 
 
 class ClaimsError(ValueError):
@@ -122,20 +129,30 @@ class StrengthRule(_Strict):
             _known_method(name)
             fields = {f.name for f in dataclasses.fields(known[name])}
             if spec.param is not None and spec.param not in fields:
-                raise ValueError(f"{name}: '{spec.param}' is not a parameter of {name} "
-                                 f"(has: {', '.join(sorted(fields))})")
+                raise ValueError(
+                    f"{name}: '{spec.param}' is not a parameter of {name} (has: {', '.join(sorted(fields))})"
+                )
         missing = sorted(set(known) - set(methods) - {"sft"})
         if missing:
-            raise ValueError(f"no strength entry for {', '.join(missing)} (write 'param: null' for a "
-                             f"method without one, so every method is pre-registered)")
+            raise ValueError(
+                f"no strength entry for {', '.join(missing)} (write 'param: null' for a "
+                f"method without one, so every method is pre-registered)"
+            )
         return methods
 
 
 class Comparison(_Strict):
     """What a claim compares; which fields apply depends on ``kind`` (checked below)."""
 
-    kind: Literal["benign_vs_base", "poisoned_vs_benign", "method_vs_sft", "method_vs_others",
-                  "method_vs_method", "gain_vs_best_other", "ranking_across_tasks"]
+    kind: Literal[
+        "benign_vs_base",
+        "poisoned_vs_benign",
+        "method_vs_sft",
+        "method_vs_others",
+        "method_vs_method",
+        "gain_vs_best_other",
+        "ranking_across_tasks",
+    ]
     families: list[str] = Field(default_factory=list)
     methods: list[str] = Field(default_factory=list)
     method: str | None = None
@@ -157,11 +174,16 @@ class Comparison(_Strict):
         named = [*self.methods, *([self.method] if self.method else []), *(m for p in self.pairs for m in p)]
         for name in named:
             _known_method(name)
-        needs = {"method_vs_sft": bool(self.families or self.methods), "method_vs_others": bool(self.method),
-                 "method_vs_method": bool(self.pairs), "gain_vs_best_other": bool(self.method)}
+        needs = {
+            "method_vs_sft": bool(self.families or self.methods),
+            "method_vs_others": bool(self.method),
+            "method_vs_method": bool(self.pairs),
+            "gain_vs_best_other": bool(self.method),
+        }
         if not needs.get(self.kind, True):
-            what = {"method_vs_sft": "'families' or 'methods'",
-                    "method_vs_method": "'pairs'"}.get(self.kind, "'method'")
+            what = {"method_vs_sft": "'families' or 'methods'", "method_vs_method": "'pairs'"}.get(
+                self.kind, "'method'"
+            )
             raise ValueError(f"kind {self.kind} needs {what}")
         if self.largest_poison_ratio and self.kind != "method_vs_sft":
             raise ValueError("largest_poison_ratio applies to kind method_vs_sft only")
@@ -255,13 +277,17 @@ def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     node: Any = data
     for item in loc:
         if isinstance(item, int) and parts:
-            label = node[item].get("id") if isinstance(node, list) and item < len(node) \
-                and isinstance(node[item], dict) else None
+            label = (
+                node[item].get("id")
+                if isinstance(node, list) and item < len(node) and isinstance(node[item], dict)
+                else None
+            )
             parts[-1] += f"[{item}]" + (f" ({label})" if label else "")
         else:
             parts.append(str(item))
         ok = (isinstance(node, dict) and item in node) or (
-            isinstance(node, list) and isinstance(item, int) and item < len(node))
+            isinstance(node, list) and isinstance(item, int) and item < len(node)
+        )
         node = node[item] if ok else None
     return ".".join(parts) or "(top level)"
 
@@ -273,8 +299,9 @@ def parse_claims(data: Any, where: str = "claims") -> ClaimsFile:
     try:
         return ClaimsFile.model_validate(data)
     except ValidationError as err:
-        problems = [f"  {_where(tuple(e['loc']), data)}: {e['msg'].removeprefix('Value error, ')}"
-                    for e in err.errors()]
+        problems = [
+            f"  {_where(tuple(e['loc']), data)}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()
+        ]
         raise ClaimsError(f"{where}: {len(problems)} problem(s):\n" + "\n".join(problems)) from None
 
 

@@ -57,8 +57,12 @@ def condition_mean(cond: Condition, metric: str) -> dict[str, float]:
     if not per_seed:
         return {metric: NAN, f"{metric}_low": NAN, f"{metric}_high": NAN, f"{metric}_n": 0}
     res = cluster_bootstrap([[list(per_seed[s].values())] for s in sorted(per_seed)])
-    return {metric: res.estimate, f"{metric}_low": res.low, f"{metric}_high": res.high,
-            f"{metric}_n": int(np.mean([len(v) for v in per_seed.values()]))}
+    return {
+        metric: res.estimate,
+        f"{metric}_low": res.low,
+        f"{metric}_high": res.high,
+        f"{metric}_n": int(np.mean([len(v) for v in per_seed.values()])),
+    }
 
 
 def condition_estimate(cond: Condition, metric: str) -> float:
@@ -73,8 +77,13 @@ def diff_parts(pairs: Pairs) -> list[list[list[float]]]:
     return [[(x - y).tolist()] for x, y in pairs]
 
 
-def paired_outcomes(a: Condition, b: Condition, metric: str, reuse_single_reference: bool = False,
-                    keys: set[tuple[str, int]] | None = None) -> Pairs:
+def paired_outcomes(
+    a: Condition,
+    b: Condition,
+    metric: str,
+    reuse_single_reference: bool = False,
+    keys: set[tuple[str, int]] | None = None,
+) -> Pairs:
     """Per shared seed: a's and b's outcomes on the prompts both saw, in the same order.
 
     ``reuse_single_reference``: when ``b`` has one seed (a base model, which no training
@@ -95,8 +104,7 @@ def paired_outcomes(a: Condition, b: Condition, metric: str, reuse_single_refere
     return out
 
 
-def paired_comparison(a: Condition, b: Condition, metric: str, reuse_single_reference: bool = False
-                      ) -> dict[str, Any]:
+def paired_comparison(a: Condition, b: Condition, metric: str, reuse_single_reference: bool = False) -> dict[str, Any]:
     """``a - b`` on ``metric``, paired by (seed, prompt): :func:`pairs_comparison` of
     :func:`paired_outcomes`."""
     return pairs_comparison(paired_outcomes(a, b, metric, reuse_single_reference))
@@ -106,15 +114,32 @@ def pairs_comparison(pairs: Pairs) -> dict[str, Any]:
     """Estimate, 95% bootstrap interval and p-value (seeds then prompts) of ``a - b`` over
     per-seed outcome pairs, and the exact McNemar test on the pooled (seed, prompt) pairs."""
     if not pairs:
-        return {"n_seeds": 0, "n_pairs": 0, "estimate": NAN, "ci_low": NAN, "ci_high": NAN,
-                "p_bootstrap": NAN, "p_mcnemar": NAN, "b01": 0, "b10": 0}
+        return {
+            "n_seeds": 0,
+            "n_pairs": 0,
+            "estimate": NAN,
+            "ci_low": NAN,
+            "ci_high": NAN,
+            "p_bootstrap": NAN,
+            "p_mcnemar": NAN,
+            "b01": 0,
+            "b10": 0,
+        }
     boot = cluster_bootstrap(diff_parts(pairs))
     xa = np.concatenate([x for x, _ in pairs]) > 0.5
     xb = np.concatenate([y for _, y in pairs]) > 0.5
     mc = mcnemar_exact(list(xb), list(xa))  # b01: b False, a True (a "worse" on a 0/1 outcome)
-    return {"n_seeds": len(pairs), "n_pairs": int(xa.size), "estimate": boot.estimate,
-            "ci_low": boot.low, "ci_high": boot.high, "p_bootstrap": boot.p_value,
-            "p_mcnemar": mc.p_value, "b01": mc.b01, "b10": mc.b10}
+    return {
+        "n_seeds": len(pairs),
+        "n_pairs": int(xa.size),
+        "estimate": boot.estimate,
+        "ci_low": boot.low,
+        "ci_high": boot.high,
+        "p_bootstrap": boot.p_value,
+        "p_mcnemar": mc.p_value,
+        "b01": mc.b01,
+        "b10": mc.b10,
+    }
 
 
 def equivalence_stats(pairs: Pairs, margin: float, alpha: float = ALPHA) -> dict[str, Any]:
@@ -127,8 +152,14 @@ def equivalence_stats(pairs: Pairs, margin: float, alpha: float = ALPHA) -> dict
     xb = np.concatenate([y for _, y in pairs]) > 0.5
     b01, b10 = int(np.sum(xa & ~xb)), int(np.sum(~xa & xb))
     tost = paired_tost(b01, b10, int(xa.size), margin)
-    return {"margin": margin, "tost_low": boot.low, "tost_high": boot.high, "p_tost": tost.p_value,
-            "p_tost_lower": tost.p_lower, "p_tost_upper": tost.p_upper}
+    return {
+        "margin": margin,
+        "tost_low": boot.low,
+        "tost_high": boot.high,
+        "p_tost": tost.p_value,
+        "p_tost_lower": tost.p_lower,
+        "p_tost_upper": tost.p_upper,
+    }
 
 
 def paired_estimate(a: Condition, b: Condition, metric: str) -> float:
@@ -147,18 +178,28 @@ def sft_reference(cond: Condition, conditions: list[Condition]) -> Condition | N
 
 # ----------------------------------------------------------------------------- tables
 
+
 def label_row(cond: Condition) -> dict[str, Any]:
     """A condition's label columns, its seeds, key and run ids (the evidence of the row)."""
-    return {**cond.labels, "n_seeds": len(cond.runs), "seeds": ",".join(map(str, cond.seeds)),
-            "condition": cond.key, "run_ids": " ".join(cond.run_ids)}
+    return {
+        **cond.labels,
+        "n_seeds": len(cond.runs),
+        "seeds": ",".join(map(str, cond.seeds)),
+        "condition": cond.key,
+        "run_ids": " ".join(cond.run_ids),
+    }
 
 
 def sorted_table(df: pd.DataFrame) -> pd.DataFrame:
     """Rows by model, task, scenario, poison ratio, then SFT, then the methods by family."""
     if df.empty:
         return df
-    key = df.assign(_f=df.family.map(FAMILY_ORDER).fillna(9), _s=df.scenario.map(SCENARIO_ORDER).fillna(9),
-                    _p=df.poison_ratio.fillna(-1), _m=df.method != "sft")
+    key = df.assign(
+        _f=df.family.map(FAMILY_ORDER).fillna(9),
+        _s=df.scenario.map(SCENARIO_ORDER).fillna(9),
+        _p=df.poison_ratio.fillna(-1),
+        _m=df.method != "sft",
+    )
     key = key.sort_values(["model", "task", "_s", "_p", "_m", "_f", "method", "params"], kind="stable")
     return df.loc[key.index].reset_index(drop=True)
 
@@ -188,8 +229,15 @@ def significance_table(data: StudyData, grids: Iterable[str] | None = MAIN_GRIDS
         for metric in METRICS:
             cmp = paired_comparison(cond, ref, metric)
             if cmp["n_pairs"]:
-                rows.append({**label_row(cond), "metric": metric, "reference": ref.key,
-                             "reference_run_ids": " ".join(ref.run_ids), **cmp})
+                rows.append(
+                    {
+                        **label_row(cond),
+                        "metric": metric,
+                        "reference": ref.key,
+                        "reference_run_ids": " ".join(ref.run_ids),
+                        **cmp,
+                    }
+                )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -207,8 +255,13 @@ def ablation_table(data: StudyData) -> pd.DataFrame:
     rows = []
     for name, sweep in data.sweeps.items():
         for cond in group_conditions(data.sweep_runs(name)):
-            row = {"sweep": name, "x_label": sweep.label, "log_x": sweep.log,
-                   "x": sweep_x(cond.config, sweep.x), **label_row(cond)}
+            row = {
+                "sweep": name,
+                "x_label": sweep.label,
+                "log_x": sweep.log,
+                "x": sweep_x(cond.config, sweep.x),
+                **label_row(cond),
+            }
             for metric in METRICS:
                 row.update(condition_mean(cond, metric))
             rows.append(row)
@@ -231,8 +284,12 @@ def pareto_table(table: pd.DataFrame) -> pd.DataFrame:
 def harm_categories(cond: Condition) -> dict[tuple[str, int], str]:
     """``{(source, row): category}`` of the condition's harmful prompts that name one
     (records made before categories were recorded name none)."""
-    return {(g.source, g.row): g.category for run in cond.runs.values() for g in run.record.generations
-            if g.kind == "harmful" and g.category}
+    return {
+        (g.source, g.row): g.category
+        for run in cond.runs.values()
+        for g in run.record.generations
+        if g.kind == "harmful" and g.category
+    }
 
 
 def category_table(data: StudyData, grids: Iterable[str] | None = MAIN_GRIDS) -> pd.DataFrame:
@@ -253,8 +310,17 @@ def category_table(data: StudyData, grids: Iterable[str] | None = MAIN_GRIDS) ->
             if not own:
                 continue
             res = cluster_bootstrap(own)
-            row = {**label_row(cond), "category": cat, "n_prompts": len(keys), "asr": res.estimate,
-                   "asr_low": res.low, "asr_high": res.high, "vs_sft": NAN, "vs_sft_low": NAN, "vs_sft_high": NAN}
+            row = {
+                **label_row(cond),
+                "category": cat,
+                "n_prompts": len(keys),
+                "asr": res.estimate,
+                "asr_low": res.low,
+                "asr_high": res.high,
+                "vs_sft": NAN,
+                "vs_sft_low": NAN,
+                "vs_sft_high": NAN,
+            }
             pairs = paired_outcomes(cond, ref, "asr", keys=keys) if ref is not None and ref is not cond else []
             if pairs:
                 diff = cluster_bootstrap(diff_parts(pairs))

@@ -24,6 +24,7 @@ from typing import Any
 
 from ussafety.config import canonical, config_hash
 from ussafety.methods import REGISTRY, family_of, load_all
+from ussafety.methods.base import param_fields
 from ussafety.records import Record, load_record
 
 METRICS = {"asr": "ASR", "over_refusal": "over-refusal", "task_score": "task score"}
@@ -39,8 +40,11 @@ def item_outcomes(record: Record) -> dict[str, Outcomes]:
     over-refusal under the judge its over-refusal rate used, task items as scored."""
     m = record.metrics
     refusal_judge = (m.over_refusal.judge if m.over_refusal is not None else None) or m.primary_judge
-    out: dict[str, Outcomes] = {"asr": {k: float(v) for k, v in record.outcomes(m.primary_judge).items()},
-                                "over_refusal": {}, "task_score": {}}
+    out: dict[str, Outcomes] = {
+        "asr": {k: float(v) for k, v in record.outcomes(m.primary_judge).items()},
+        "over_refusal": {},
+        "task_score": {},
+    }
     for g in record.generations:
         if g.kind == "xstest_safe":
             out["over_refusal"][(g.source, g.row)] = float(g.verdicts[refusal_judge].refused is True)
@@ -50,6 +54,7 @@ def item_outcomes(record: Record) -> dict[str, Outcomes]:
 
 
 # ----------------------------------------------------------------------------- keys
+
 
 def measured_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The canonical config, with the scored task written out (``eval.task: null`` scores the
@@ -80,8 +85,7 @@ def condition_key(config: Mapping[str, Any], stamps: Mapping[str, int] | None = 
     return _hash({"config": c, "stamps": _stamps(stamps)})
 
 
-def setting_key(config: Mapping[str, Any], stamps: Mapping[str, int] | None = None,
-                **task_changes: Any) -> str:
+def setting_key(config: Mapping[str, Any], stamps: Mapping[str, int] | None = None, **task_changes: Any) -> str:
     """What a method is compared within: everything but seed, method and merge (and the
     stamps of the method and the merge). ``task_changes`` (e.g. ``poison_ratio=0.0``) name
     another setting: they are applied before the config is made canonical."""
@@ -103,6 +107,7 @@ def base_key(config: Mapping[str, Any], stamps: Mapping[str, int] | None = None)
 
 # ----------------------------------------------------------------------------- labels
 
+
 def non_default_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters of method ``name`` that differ from its defaults: configs store every
     default, the tables show what a condition changed."""
@@ -110,9 +115,12 @@ def non_default_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     cls = REGISTRY.get(name)
     if cls is None:
         return dict(params)
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    defaults: dict[str, Any] = {}
+    for f in param_fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif callable(f.default_factory):
+            defaults[f.name] = f.default_factory()
     return {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
 
 
@@ -128,24 +136,36 @@ def labels(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     c = measured_config(config)
     if "task" not in c:
-        return {"model": _short(c["model"]["name"]), "task": c["eval"]["task"], "scenario": "base",
-                "poison_ratio": float("nan"), "method": "aligned" if c["align"]["enabled"] else "as shipped",
-                "family": "base", "params": "", "n_train": 0}
+        return {
+            "model": _short(c["model"]["name"]),
+            "task": c["eval"]["task"],
+            "scenario": "base",
+            "poison_ratio": float("nan"),
+            "method": "aligned" if c["align"]["enabled"] else "as shipped",
+            "family": "base",
+            "params": "",
+            "n_train": 0,
+        }
     p = float(c["task"]["poison_ratio"])
     method, merge = c["method"]["name"], c["merge"]["name"]
     params = non_default_params(method, c["method"]["params"])
     if merge:
         extra = non_default_params(merge, c["merge"]["params"])
         params.update(extra if method == "sft" else {f"{merge}.{k}": v for k, v in extra.items()})
-    return {"model": _short(c["model"]["name"]), "task": c["eval"]["task"],
-            "scenario": "poisoned" if p > 0 else "benign", "poison_ratio": p,
-            "method": (merge if method == "sft" else f"{method}+{merge}") if merge else method,
-            "family": family_of(merge or method),
-            "params": json.dumps(params, sort_keys=True) if params else "",
-            "n_train": int(c["task"].get("n_train") or 0)}
+    return {
+        "model": _short(c["model"]["name"]),
+        "task": c["eval"]["task"],
+        "scenario": "poisoned" if p > 0 else "benign",
+        "poison_ratio": p,
+        "method": (merge if method == "sft" else f"{method}+{merge}") if merge else method,
+        "family": family_of(merge or method),
+        "params": json.dumps(params, sort_keys=True) if params else "",
+        "n_train": int(c["task"].get("n_train") or 0),
+    }
 
 
 # ----------------------------------------------------------------------------- runs, conditions
+
 
 @dataclass
 class Run:
@@ -234,9 +254,13 @@ class StudyData:
     preset: str = ""
 
     @classmethod
-    def from_records(cls, records: Iterable[Record],
-                     tags: Mapping[str, tuple[Iterable[str], Iterable[str]]] | None = None,
-                     sweeps: dict[str, Any] | None = None, preset: str = "") -> StudyData:
+    def from_records(
+        cls,
+        records: Iterable[Record],
+        tags: Mapping[str, tuple[Iterable[str], Iterable[str]]] | None = None,
+        sweeps: dict[str, Any] | None = None,
+        preset: str = "",
+    ) -> StudyData:
         """``tags``: ``{run_id: (grids, sweeps)}``; untagged runs are in every main grid."""
         runs = []
         for rec in records:

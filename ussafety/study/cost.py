@@ -26,8 +26,20 @@ from ussafety.paths import cache_dir
 from ussafety.records import Record, iter_records, load_record
 from ussafety.study.grid import StudyRun, unique_runs
 
-COLUMNS = ["run_id", "grid", "method", "merge", "seed", "status", "recorded_s", "align_s", "train_s",
-           "eval_s", "est_s", "basis"]
+COLUMNS = [
+    "run_id",
+    "grid",
+    "method",
+    "merge",
+    "seed",
+    "status",
+    "recorded_s",
+    "align_s",
+    "train_s",
+    "eval_s",
+    "est_s",
+    "basis",
+]
 
 
 @functools.lru_cache(maxsize=32)
@@ -43,12 +55,18 @@ def eval_counts(cfg: RunConfig) -> dict[str, int]:
     ev = cfg.eval
     task = ev.task_name(cfg.task.name)
     if ev.split == "sample":
-        return {"harmful": ev.n_per_harmful_set * len(ev.harmful_sets), "xstest": ev.n_xstest,
-                "task": ev.n_task if task else 0}
+        return {
+            "harmful": ev.n_per_harmful_set * len(ev.harmful_sets),
+            "xstest": ev.n_xstest,
+            "task": ev.n_task if task else 0,
+        }
     names = splits.eval_splits(ev.split, task)
     task_split = [n for n in names if n not in (splits.HARMFUL, splits.XSTEST_SAFE)]
-    return {"harmful": split_size(splits.HARMFUL, ev.split), "xstest": split_size(splits.XSTEST_SAFE, ev.split),
-            "task": split_size(task_split[0], ev.split) if task_split else 0}
+    return {
+        "harmful": split_size(splits.HARMFUL, ev.split),
+        "xstest": split_size(splits.XSTEST_SAFE, ev.split),
+        "task": split_size(task_split[0], ev.split) if task_split else 0,
+    }
 
 
 def rate_keys(cfg: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
@@ -56,9 +74,20 @@ def rate_keys(cfg: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     ev, tr, task = cfg["eval"], cfg["train"], cfg["task"]
     scored = ev.get("task") or task["name"]
     gen = (cfg["model"]["name"], cfg["model"].get("dtype"), ev["max_new_tokens"], ev["batch_size"])
-    return {"harmful": gen, "xstest": gen, "task": gen + (scored, ev.get("task_max_new_tokens")),
-            "train": (cfg["model"]["name"], cfg["model"].get("dtype"), task["name"], tr["batch_size"],
-                      tr["max_length"], json.dumps(tr["lora"], sort_keys=True), cfg["method"]["name"])}
+    return {
+        "harmful": gen,
+        "xstest": gen,
+        "task": gen + (scored, ev.get("task_max_new_tokens")),
+        "train": (
+            cfg["model"]["name"],
+            cfg["model"].get("dtype"),
+            task["name"],
+            tr["batch_size"],
+            tr["max_length"],
+            json.dumps(tr["lora"], sort_keys=True),
+            cfg["method"]["name"],
+        ),
+    }
 
 
 def timing_rates(records: Iterable[Record]) -> dict[tuple[Any, ...], float]:
@@ -85,29 +114,48 @@ def _train_seconds(cfg: RunConfig, rates: dict[tuple[Any, ...], float], basis: l
         basis.append("train: method rate")
     else:
         rate = rates.get(key[:-1] + ("sft",), math.nan)
-        basis.append("train: no record" if math.isnan(rate) else
-                     "train: sft rate" if cfg.method.name == "sft" else "train: sft rate (no record of this method)")
+        basis.append(
+            "train: no record"
+            if math.isnan(rate)
+            else "train: sft rate"
+            if cfg.method.name == "sft"
+            else "train: sft rate (no record of this method)"
+        )
     return rate * cfg.task.n_train * cfg.train.epochs
 
 
-def estimate_cost(runs: list[StudyRun], root: Path | None = None,
-                  records: list[Record] | None = None) -> pd.DataFrame:
+def estimate_cost(runs: list[StudyRun], root: Path | None = None, records: list[Record] | None = None) -> pd.DataFrame:
     """Seconds each run of ``runs`` still needs (see the module docstring), one row per run."""
     records = list(iter_records(root)) if records is None else records
     rates = timing_rates(records)
-    align_s = {r.alignment.key: float(r.alignment.train_wall_s) for r in records
-               if r.alignment.aligned and r.alignment.key and r.alignment.train_wall_s}
+    align_s = {
+        r.alignment.key: float(r.alignment.train_wall_s)
+        for r in records
+        if r.alignment.aligned and r.alignment.key and r.alignment.train_wall_s
+    }
     planned_align: set[str] = set()
     planned_train: set[str] = set()
     rows = []
     for r in unique_runs(runs):
         cfg = r.cfg
-        row: dict[str, Any] = {"run_id": r.run_id, "grid": r.grid, "method": cfg.method.name,
-                               "merge": cfg.merge.name, "seed": cfg.seed}
+        row: dict[str, Any] = {
+            "run_id": r.run_id,
+            "grid": r.grid,
+            "method": cfg.method.name,
+            "merge": cfg.merge.name,
+            "seed": cfg.seed,
+        }
         rec = load_record(r.run_id, root)
         if rec is not None:
-            row.update(status="finished", recorded_s=rec.timings.total_s or math.nan, align_s=0.0, train_s=0.0,
-                       eval_s=0.0, est_s=0.0, basis="record")
+            row.update(
+                status="finished",
+                recorded_s=rec.timings.total_s or math.nan,
+                align_s=0.0,
+                train_s=0.0,
+                eval_s=0.0,
+                est_s=0.0,
+                basis="record",
+            )
             rows.append(row)
             continue
         basis: list[str] = []
@@ -134,8 +182,15 @@ def estimate_cost(runs: list[StudyRun], root: Path | None = None,
         keys, counts = rate_keys(d), eval_counts(cfg)
         e_s = sum(rates.get((part,) + keys[part], math.nan) * n for part, n in counts.items() if n)
         basis.append("eval: no record" if math.isnan(e_s) else "eval: per-prompt rate")
-        row.update(status="to run", recorded_s=math.nan, align_s=a_s, train_s=t_s, eval_s=e_s,
-                   est_s=a_s + t_s + e_s, basis="; ".join(basis))
+        row.update(
+            status="to run",
+            recorded_s=math.nan,
+            align_s=a_s,
+            train_s=t_s,
+            eval_s=e_s,
+            est_s=a_s + t_s + e_s,
+            basis="; ".join(basis),
+        )
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -144,13 +199,17 @@ def cost_summary(df: pd.DataFrame) -> dict[str, Any]:
     """Totals of :func:`estimate_cost`: runs finished / to run and the estimated minutes."""
     todo = df[df.status == "to run"]
     unknown = int(todo.est_s.isna().sum())
-    out: dict[str, Any] = {"runs": len(df), "finished": int((df.status == "finished").sum()),
-                           "to_run": len(todo), "unknown_cost": unknown,
-                           "est_minutes": round(float(todo.est_s.sum(skipna=True)) / 60, 1),
-                           "recorded_minutes": round(float(df.recorded_s.sum(skipna=True)) / 60, 1)}
+    out: dict[str, Any] = {
+        "runs": len(df),
+        "finished": int((df.status == "finished").sum()),
+        "to_run": len(todo),
+        "unknown_cost": unknown,
+        "est_minutes": round(float(todo.est_s.sum(skipna=True)) / 60, 1),
+        "recorded_minutes": round(float(df.recorded_s.sum(skipna=True)) / 60, 1),
+    }
     if unknown:
-        out["note"] = (f"{unknown} run(s) to run have no comparable finished record (model and "
-                       "settings): est_minutes leaves them out")
+        out["note"] = (
+            f"{unknown} run(s) to run have no comparable finished record (model and "
+            "settings): est_minutes leaves them out"
+        )
     return out
-
-

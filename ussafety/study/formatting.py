@@ -17,9 +17,11 @@ from ussafety.study.conditions import METRICS
 
 CAPTIONS = {
     "conditions": f"ASR, over-refusal and task score: mean over seeds [{CLUSTER_CI}]",
-    "significance": (f"Each method against SFT: difference [paired {CLUSTER_CI}]; exact McNemar p-values on "
-                     "the pooled (seed, prompt) pairs and bootstrap p-values, Holm-corrected over the "
-                     "methods sharing an SFT run"),
+    "significance": (
+        f"Each method against SFT: difference [paired {CLUSTER_CI}]; exact McNemar p-values on "
+        "the pooled (seed, prompt) pairs and bootstrap p-values, Holm-corrected over the "
+        "methods sharing an SFT run"
+    ),
     "ablations": f"Ablations: metrics per value [{CLUSTER_CI}]",
 }
 """Caption of each table (LaTeX ``\\caption``, first line of the Markdown file)."""
@@ -30,7 +32,7 @@ def fmt_num(v: Any, digits: int = 3) -> str:
         return "n/a"
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        return f"{v:.2g}" if 0 < abs(v) < 10 ** -digits else f"{v:.{digits}f}"
+        return f"{v:.2g}" if 0 < abs(v) < 10**-digits else f"{v:.{digits}f}"
     return str(v)
 
 
@@ -42,8 +44,13 @@ def fmt_p(p: Any) -> str:
 
 def with_ci(df: pd.DataFrame, metric: str, digits: int = 3) -> pd.Series:
     """``"mean [low, high]"`` of ``metric`` per row."""
-    return df.apply(lambda r: f"{fmt_num(r[metric], digits)} [{fmt_num(r[f'{metric}_low'], digits)}, "
-                              f"{fmt_num(r[f'{metric}_high'], digits)}]", axis=1)
+    return df.apply(
+        lambda r: (
+            f"{fmt_num(r[metric], digits)} [{fmt_num(r[f'{metric}_low'], digits)}, "
+            f"{fmt_num(r[f'{metric}_high'], digits)}]"
+        ),
+        axis=1,
+    )
 
 
 def display_conditions(table: pd.DataFrame) -> pd.DataFrame:
@@ -62,12 +69,10 @@ def display_significance(sig: pd.DataFrame) -> pd.DataFrame:
     """The significance table as strings: difference [CI] and the four p-values."""
     if sig.empty:
         return sig
-    out = sig[["model", "task", "scenario", "poison_ratio", "method", "params", "metric", "n_seeds",
-               "n_pairs"]].copy()
+    out = sig[["model", "task", "scenario", "poison_ratio", "method", "params", "metric", "n_seeds", "n_pairs"]].copy()
     out["poison_ratio"] = out.poison_ratio.map(lambda p: f"{p:g}")
     out["metric"] = out.metric.map(METRICS)
-    out["diff vs SFT [95% CI]"] = sig.apply(
-        lambda r: f"{r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]", axis=1)
+    out["diff vs SFT [95% CI]"] = sig.apply(lambda r: f"{r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]", axis=1)
     for col in ("p_mcnemar", "p_mcnemar_holm", "p_bootstrap", "p_bootstrap_holm"):
         out[col] = sig[col].map(fmt_p)
     return out
@@ -91,13 +96,22 @@ def markdown(df: pd.DataFrame, caption: str = "") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(fmt_num(r[c]) if isinstance(r[c], float) else str(r[c])
-                                       for c in cols) + " |")
+        lines.append("| " + " | ".join(fmt_num(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
     return "\n".join(head + lines)
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -107,12 +121,19 @@ def tex_escape(text: str) -> str:
 def latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
     """A booktabs ``table`` of ``df`` (strings as they are, escaped)."""
     cols = list(df.columns)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
-             " & ".join(tex_escape(str(c)) for c in cols) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{" + "l" * len(cols) + "}",
+        r"\toprule",
+        " & ".join(tex_escape(str(c)) for c in cols) + r" \\",
+        r"\midrule",
+    ]
     for _, r in df.iterrows():
-        lines.append(" & ".join(tex_escape(fmt_num(r[c]) if isinstance(r[c], float) else str(r[c]))
-                                for c in cols) + r" \\")
+        lines.append(
+            " & ".join(tex_escape(fmt_num(r[c]) if isinstance(r[c], float) else str(r[c])) for c in cols) + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         lines.append(r"\caption{" + tex_escape(caption) + "}")

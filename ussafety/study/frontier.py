@@ -50,8 +50,9 @@ def _weaker_first(points: list[dict[str, Any]], stronger: str | None) -> list[di
     return sorted(points, key=lambda p: p["strength"] * (1 if stronger == "higher" else -1))
 
 
-def select_strength(points: list[dict[str, Any]], sft: dict[str, float], rule: StrengthRule,
-                    stronger: str | None) -> tuple[int, str]:
+def select_strength(
+    points: list[dict[str, Any]], sft: dict[str, float], rule: StrengthRule, stronger: str | None
+) -> tuple[int, str]:
     """Index into ``points`` (dicts with ``strength``, ``asr``, ``task_score``,
     ``over_refusal``) of the strength the rule picks against ``sft``'s validation numbers,
     and why. Pure: the frontier table and the tests call it alike."""
@@ -61,9 +62,12 @@ def select_strength(points: list[dict[str, Any]], sft: dict[str, float], rule: S
     ok = []
     for p in points:
         task_ok = not math.isnan(p["task_score"]) and p["task_score"] >= floor - EPS
-        refusal_ok = (rule.max_over_refusal_rise is None or math.isnan(sft.get("over_refusal", math.nan))
-                      or math.isnan(p.get("over_refusal", math.nan))
-                      or p["over_refusal"] <= sft["over_refusal"] + rule.max_over_refusal_rise + EPS)
+        refusal_ok = (
+            rule.max_over_refusal_rise is None
+            or math.isnan(sft.get("over_refusal", math.nan))
+            or math.isnan(p.get("over_refusal", math.nan))
+            or p["over_refusal"] <= sft["over_refusal"] + rule.max_over_refusal_rise + EPS
+        )
         p["task_ok"], p["refusal_ok"] = task_ok, refusal_ok
         if task_ok and refusal_ok and not math.isnan(p["asr"]):
             ok.append(p)
@@ -72,7 +76,8 @@ def select_strength(points: list[dict[str, Any]], sft: dict[str, float], rule: S
         tied = [p for p in ok if p["asr"] <= best + rule.tie_tolerance + EPS]
         pick = _weaker_first(tied, stronger)[0]
         why = "lowest validation ASR within the constraints" + (
-            f" ({len(tied)} tied within {rule.tie_tolerance:g}: the weaker)" if len(tied) > 1 else "")
+            f" ({len(tied)} tied within {rule.tie_tolerance:g}: the weaker)" if len(tied) > 1 else ""
+        )
     else:
         scored = [p for p in points if not math.isnan(p["task_score"])]
         if not scored:
@@ -80,8 +85,10 @@ def select_strength(points: list[dict[str, Any]], sft: dict[str, float], rule: S
         best = max(p["task_score"] for p in scored)
         tied = [p for p in scored if p["task_score"] >= best - rule.tie_tolerance - EPS]
         pick = _weaker_first(tied, stronger)[0]
-        why = (f"no strength within {rule.max_task_drop:g} of SFT's task score (and the over-refusal bound): "
-               "the highest task score, flagged")
+        why = (
+            f"no strength within {rule.max_task_drop:g} of SFT's task score (and the over-refusal bound): "
+            "the highest task score, flagged"
+        )
     return next(i for i, p in enumerate(points) if p is pick), why
 
 
@@ -94,8 +101,10 @@ def frontier_table(conditions: list[Condition], spec: ClaimsFile | None = None) 
     rule = spec.strength
     wrong = sorted({str(c.config.get("eval", {}).get("split")) for c in conditions} - {rule.split})
     if wrong:
-        raise StrengthError(f"strength selection reads the {rule.split} split only; got records of "
-                            f"split(s) {', '.join(wrong)} (the test split must not choose a strength)")
+        raise StrengthError(
+            f"strength selection reads the {rule.split} split only; got records of "
+            f"split(s) {', '.join(wrong)} (the test split must not choose a strength)"
+        )
     refs, groups = by_reference(conditions)
     rows = []
     for ref_key, conds in groups.items():
@@ -109,20 +118,39 @@ def frontier_table(conditions: list[Condition], spec: ClaimsFile | None = None) 
             param = rule.methods[method].param
             stronger = rule.methods[method].stronger
             points: list[dict[str, Any]] = [
-                {"strength": strength_value(c, param), "n_seeds": len(c.runs), "condition": c.key,
-                 **{m: condition_estimate(c, m) for m in ("asr", "task_score", "over_refusal")}} for c in mine]
+                {
+                    "strength": strength_value(c, param),
+                    "n_seeds": len(c.runs),
+                    "condition": c.key,
+                    **{m: condition_estimate(c, m) for m in ("asr", "task_score", "over_refusal")},
+                }
+                for c in mine
+            ]
             points = _weaker_first(points, stronger)
             pick, why = select_strength(points, sft, rule, stronger)
             front = pareto_front([p["asr"] for p in points], [p["task_score"] for p in points])
             lab = ref.labels
             for i, p in enumerate(points):
-                rows.append({"model": lab["model"], "task": lab["task"], "scenario": lab["scenario"],
-                             "poison_ratio": lab["poison_ratio"], "method": method, "param": param or "",
-                             "stronger": stronger or "", **p, "sft_asr": sft["asr"],
-                             "sft_task_score": sft["task_score"], "sft_over_refusal": sft["over_refusal"],
-                             "task_floor": sft["task_score"] - rule.max_task_drop,
-                             "eligible": p["task_ok"] and p["refusal_ok"], "pareto": front[i],
-                             "selected": i == pick, "reason": why if i == pick else ""})
+                rows.append(
+                    {
+                        "model": lab["model"],
+                        "task": lab["task"],
+                        "scenario": lab["scenario"],
+                        "poison_ratio": lab["poison_ratio"],
+                        "method": method,
+                        "param": param or "",
+                        "stronger": stronger or "",
+                        **p,
+                        "sft_asr": sft["asr"],
+                        "sft_task_score": sft["task_score"],
+                        "sft_over_refusal": sft["over_refusal"],
+                        "task_floor": sft["task_score"] - rule.max_task_drop,
+                        "eligible": p["task_ok"] and p["refusal_ok"],
+                        "pareto": front[i],
+                        "selected": i == pick,
+                        "reason": why if i == pick else "",
+                    }
+                )
     return pd.DataFrame(rows)
 
 

@@ -65,8 +65,7 @@ def judge_model(name: str) -> JudgeModel:
         raise ValueError(f"no model known for judge '{name}' (known: {', '.join(JUDGE_CHECKPOINTS)})")
     cls = LLM_JUDGES[name]
     batch = inspect.signature(cls.__init__).parameters["batch_size"].default
-    return JudgeModel(name=name, model=JUDGE_CHECKPOINTS[name], max_new_tokens=cls.max_new_tokens,
-                      batch_size=batch)
+    return JudgeModel(name=name, model=JUDGE_CHECKPOINTS[name], max_new_tokens=cls.max_new_tokens, batch_size=batch)
 
 
 def as_run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
@@ -74,9 +73,14 @@ def as_run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
     return cfg if isinstance(cfg, RunConfig) else from_dict(dict(cfg))
 
 
-def estimate_config(cfg: RunConfig | Mapping[str, Any], *, device: str | DeviceSpec = "H200",
-                    flops_per_s: float | None = None, mem_bw_bytes_per_s: float | None = None,
-                    backend: str | None = None) -> RunEstimate:
+def estimate_config(
+    cfg: RunConfig | Mapping[str, Any],
+    *,
+    device: str | DeviceSpec = "H200",
+    flops_per_s: float | None = None,
+    mem_bw_bytes_per_s: float | None = None,
+    backend: str | None = None,
+) -> RunEstimate:
     """:func:`~ussafety.models.estimate.estimate_run` for a run config (or its dict).
 
     The backend is chosen as the loader chooses it on a CUDA machine with Unsloth installed
@@ -87,32 +91,56 @@ def estimate_config(cfg: RunConfig | Mapping[str, Any], *, device: str | DeviceS
     cfg = as_run_config(cfg)
     trains = bool(cfg.task.name or cfg.task.upload)
     method = method_cost(cfg.method.name, cfg.method.params)
-    chosen = choose_backend(backend or cfg.model.backend, cuda=True, unsloth_importable=True,
-                            needs_base_weight_grads=method_needs_base_weight_grads(cfg.method.name))
+    chosen = choose_backend(
+        backend or cfg.model.backend,
+        cuda=True,
+        unsloth_importable=True,
+        needs_base_weight_grads=method_needs_base_weight_grads(cfg.method.name),
+    )
     tokens = TASK_TOKENS.get(cfg.task.name or "", {}) if trains else {}
     eval_task = cfg.eval.task_name(cfg.task.name)
     eval_tokens = TASK_TOKENS.get(eval_task or "", {})
     counts = eval_counts(cfg)
-    llm_judges = [judge_model(name) for name in (spec.partition("=")[0].strip() for spec in cfg.eval.judges)
-                  if name in JUDGE_CHECKPOINTS]
+    llm_judges = [
+        judge_model(name)
+        for name in (spec.partition("=")[0].strip() for spec in cfg.eval.judges)
+        if name in JUDGE_CHECKPOINTS
+    ]
     label = (f"sft+{cfg.merge.name}" if cfg.merge.name else cfg.method.name) if trains else "base"
     return estimate_run(
-        cfg.model.name, name=cfg.name, dtype=cfg.model.dtype, lora_r=cfg.train.lora.r,
-        lora_targets=list(cfg.train.lora.target_modules), batch_size=cfg.train.batch_size,
-        grad_accum=cfg.train.grad_accum, seq_len=cfg.train.max_length,
-        train_tokens_per_row=tokens.get("train"), response_tokens_per_row=tokens.get("response"),
-        n_train_rows=cfg.task.n_train if trains else 0, epochs=float(cfg.train.epochs),
-        max_steps=cfg.train.max_steps, method=method, gradient_checkpointing=chosen == "unsloth",
-        n_eval_prompts=counts["harmful"] + counts["xstest"], max_new_tokens=cfg.eval.max_new_tokens,
-        prompt_tokens=SAFETY_PROMPT_TOKENS, max_prompt_tokens=SAFETY_PROMPT_MAX_TOKENS,
+        cfg.model.name,
+        name=cfg.name,
+        dtype=cfg.model.dtype,
+        lora_r=cfg.train.lora.r,
+        lora_targets=list(cfg.train.lora.target_modules),
+        batch_size=cfg.train.batch_size,
+        grad_accum=cfg.train.grad_accum,
+        seq_len=cfg.train.max_length,
+        train_tokens_per_row=tokens.get("train"),
+        response_tokens_per_row=tokens.get("response"),
+        n_train_rows=cfg.task.n_train if trains else 0,
+        epochs=float(cfg.train.epochs),
+        max_steps=cfg.train.max_steps,
+        method=method,
+        gradient_checkpointing=chosen == "unsloth",
+        n_eval_prompts=counts["harmful"] + counts["xstest"],
+        max_new_tokens=cfg.eval.max_new_tokens,
+        prompt_tokens=SAFETY_PROMPT_TOKENS,
+        max_prompt_tokens=SAFETY_PROMPT_MAX_TOKENS,
         n_task_prompts=counts["task"],
         task_max_new_tokens=(cfg.eval.task_max_new_tokens or TASKS[eval_task].max_new_tokens) if eval_task else None,
-        task_prompt_tokens=eval_tokens.get("prompt"), task_max_prompt_tokens=eval_tokens.get("prompt_max"),
+        task_prompt_tokens=eval_tokens.get("prompt"),
+        task_max_prompt_tokens=eval_tokens.get("prompt_max"),
         eval_batch_size=cfg.eval.batch_size,
         # every judge labels the harmful answers and the XSTest safe ones (over-refusal)
-        judges=llm_judges, n_judged=counts["harmful"] + counts["xstest"],
-        device=device, flops_per_s=flops_per_s, mem_bw_bytes_per_s=mem_bw_bytes_per_s,
-        training_key=training_key(cfg) if trains and method.trains_like_sft else None, label=label)
+        judges=llm_judges,
+        n_judged=counts["harmful"] + counts["xstest"],
+        device=device,
+        flops_per_s=flops_per_s,
+        mem_bw_bytes_per_s=mem_bw_bytes_per_s,
+        training_key=training_key(cfg) if trains and method.trains_like_sft else None,
+        label=label,
+    )
 
 
 # --------------------------------------------------------------------------- many runs
@@ -151,8 +179,10 @@ class GridEstimate:
         """Runs grouped by (model, method): count, GPU-hours charged, and the largest peak."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for r, train_s in zip(self.runs, self.charged_train_s):
-            g = out.setdefault((r.model, r.method), {"model": r.model, "method": r.method, "runs": 0,
-                                                     "gpu_hours": 0.0, "peak_bytes": 0})
+            g = out.setdefault(
+                (r.model, r.method),
+                {"model": r.model, "method": r.method, "runs": 0, "gpu_hours": 0.0, "peak_bytes": 0},
+            )
             g["runs"] += 1
             g["gpu_hours"] += (train_s + r.eval_s + r.judge_s) / 3600
             g["peak_bytes"] = max(g["peak_bytes"], r.peak_bytes)
@@ -160,23 +190,32 @@ class GridEstimate:
 
     def summary(self, gpu_bytes: int | None = None) -> str:
         """A plain-text table per (model, method) and the totals."""
-        lines = [f"{len(self.runs)} runs, {self.gpu_hours:.1f} GPU-hours "
-                 f"(device {self.runs[0].device if self.runs else '-'}; rates assumed until measured), "
-                 f"largest peak {self.peak_bytes / GiB:.1f} GiB",
-                 f"{'model':36s} {'method':20s} {'runs':>5s} {'GPU-h':>7s} {'peak GiB':>9s}"]
+        lines = [
+            f"{len(self.runs)} runs, {self.gpu_hours:.1f} GPU-hours "
+            f"(device {self.runs[0].device if self.runs else '-'}; rates assumed until measured), "
+            f"largest peak {self.peak_bytes / GiB:.1f} GiB",
+            f"{'model':36s} {'method':20s} {'runs':>5s} {'GPU-h':>7s} {'peak GiB':>9s}",
+        ]
         for g in self.groups():
             flag = "  DOES NOT FIT" if gpu_bytes is not None and g["peak_bytes"] > gpu_bytes else ""
-            lines.append(f"{g['model']:36s} {g['method']:20s} {g['runs']:5d} {g['gpu_hours']:7.2f} "
-                         f"{g['peak_bytes'] / GiB:9.1f}{flag}")
+            lines.append(
+                f"{g['model']:36s} {g['method']:20s} {g['runs']:5d} {g['gpu_hours']:7.2f} "
+                f"{g['peak_bytes'] / GiB:9.1f}{flag}"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": len(self.runs), "gpu_hours": self.gpu_hours, "peak_bytes": self.peak_bytes,
-                "trainings": self.trainings, "train_hours": sum(self.charged_train_s) / 3600,
-                "generation_hours": sum(r.eval_s for r in self.runs) / 3600,
-                "judge_hours": sum(r.judge_s for r in self.runs) / 3600,
-                "median_run_minutes": statistics.median(r.total_s for r in self.runs) / 60 if self.runs else 0.0,
-                "groups": self.groups()}
+        return {
+            "runs": len(self.runs),
+            "gpu_hours": self.gpu_hours,
+            "peak_bytes": self.peak_bytes,
+            "trainings": self.trainings,
+            "train_hours": sum(self.charged_train_s) / 3600,
+            "generation_hours": sum(r.eval_s for r in self.runs) / 3600,
+            "judge_hours": sum(r.judge_s for r in self.runs) / 3600,
+            "median_run_minutes": statistics.median(r.total_s for r in self.runs) / 60 if self.runs else 0.0,
+            "groups": self.groups(),
+        }
 
 
 def estimate_grid(runs: Iterable[RunEstimate]) -> GridEstimate:
@@ -221,24 +260,33 @@ def refusal(estimate: RunEstimate, gpu_bytes: int) -> str:
         if not estimate.gradient_checkpointing:
             saved = g(estimate.activations_bytes_no_ckpt - estimate.activations_bytes_ckpt)
             if method_needs_base_weight_grads(estimate.method):
-                hints.append(f"checkpointing activations would save {saved}, but this method runs under "
-                             "PEFT (Unsloth computes no base-weight gradient), whose LoRA the trainer "
-                             "does not checkpoint")
+                hints.append(
+                    f"checkpointing activations would save {saved}, but this method runs under "
+                    "PEFT (Unsloth computes no base-weight gradient), whose LoRA the trainer "
+                    "does not checkpoint"
+                )
             else:
-                hints.append(f"the Unsloth backend (model.backend: auto or unsloth, on CUDA with it "
-                             f"installed) checkpoints activations: {saved} less")
-        hints.append(f"halving train.batch_size (doubling grad_accum) saves about "
-                     f"{g((estimate.activations_bytes + estimate.logits_bytes) // 2)}")
+                hints.append(
+                    f"the Unsloth backend (model.backend: auto or unsloth, on CUDA with it "
+                    f"installed) checkpoints activations: {saved} less"
+                )
+        hints.append(
+            f"halving train.batch_size (doubling grad_accum) saves about "
+            f"{g((estimate.activations_bytes + estimate.logits_bytes) // 2)}"
+        )
         if estimate.method_bytes > estimate.activations_bytes:
-            hints.append(f"method '{estimate.method}' keeps {g(estimate.method_bytes)} of its own "
-                         "(EWC/MAS: 8 bytes per adapted weight; adapt fewer modules to shrink it)")
+            hints.append(
+                f"method '{estimate.method}' keeps {g(estimate.method_bytes)} of its own "
+                "(EWC/MAS: 8 bytes per adapted weight; adapt fewer modules to shrink it)"
+            )
     else:
         if estimate.judge_bytes:
             hints.append(f"the LLM judge takes {g(estimate.judge_bytes)}: judge in a separate pass")
         hints.append(f"a smaller eval.batch_size shrinks the KV cache ({g(estimate.kv_cache_bytes)})")
-    return (f"run '{estimate.name}' ({estimate.model}, {estimate.method}) needs about "
-            f"{g(estimate.peak_bytes)} at its {phase} peak but the GPU has {g(gpu_bytes)}; "
-            + "; ".join(hints) + ".")
+    return (
+        f"run '{estimate.name}' ({estimate.model}, {estimate.method}) needs about "
+        f"{g(estimate.peak_bytes)} at its {phase} peak but the GPU has {g(gpu_bytes)}; " + "; ".join(hints) + "."
+    )
 
 
 def check_fits(estimate: RunEstimate, gpu_bytes: int | None = None) -> int:
@@ -251,8 +299,10 @@ def check_fits(estimate: RunEstimate, gpu_bytes: int | None = None) -> int:
     if gpu_bytes is None:
         gpu_bytes = visible_gpu_bytes()
         if gpu_bytes is None:
-            raise ValueError("no CUDA device is visible: pass gpu_bytes (e.g. "
-                             "DEVICES['H200'].memory_bytes) to check a run against a GPU")
+            raise ValueError(
+                "no CUDA device is visible: pass gpu_bytes (e.g. "
+                "DEVICES['H200'].memory_bytes) to check a run against a GPU"
+            )
     if estimate.fits(gpu_bytes):
         return gpu_bytes
     raise DoesNotFit(refusal(estimate, gpu_bytes) + f"\n{estimate.summary()}")

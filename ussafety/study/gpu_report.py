@@ -32,9 +32,9 @@ def is_gpu_study(cfgs: Iterable[RunConfig]) -> bool:
 class Target:
     """The GPU a study is estimated on (its assumed rates) and the memory runs must fit in."""
 
-    device: str      # a DEVICES key
+    device: str  # a DEVICES key
     gpu_bytes: int
-    label: str       # for people: which GPU and how much memory
+    label: str  # for people: which GPU and how much memory
 
 
 def target(device: str | None = None) -> Target:
@@ -49,8 +49,11 @@ def target(device: str | None = None) -> Target:
     free = visible_gpu_bytes()
     if free is None:
         spec = DEVICES["H200"]
-        return Target("H200", spec.memory_bytes, f"the {spec.name} ({spec.memory_bytes / GiB:.1f} GiB; "
-                                                 "no GPU visible here, pass --device for another)")
+        return Target(
+            "H200",
+            spec.memory_bytes,
+            f"the {spec.name} ({spec.memory_bytes / GiB:.1f} GiB; no GPU visible here, pass --device for another)",
+        )
     name = detect().device_name
     return Target(device_named(name) or "H200", free, f"the visible {name} ({free / GiB:.1f} GiB free)")
 
@@ -76,35 +79,50 @@ def markdown(grid: GridEstimate, where: Target, refused: Iterable[tuple[str, str
     not fit ``where``, as Markdown."""
     d = grid.to_dict()
     n_trained = sum(1 for r in grid.runs if r.train_rows)
-    lines = [f"### {title or 'GPU estimate'} ({DEVICES[where.device].name}, rates assumed until measured)", "",
-             f"{len(grid.runs):,} runs, **{grid.gpu_hours:,.1f} GPU-hours**: training {d['train_hours']:.1f} h "
-             f"({d['trainings']:,} trainings; {n_trained - d['trainings']:,} trained runs reuse an SFT training), "
-             f"generation {d['generation_hours']:.1f} h, LLM judging {d['judge_hours']:.1f} h. Median run "
-             f"{d['median_run_minutes']:.1f} min; largest peak {grid.peak_bytes / GiB:.1f} GiB.", ""]
+    lines = [
+        f"### {title or 'GPU estimate'} ({DEVICES[where.device].name}, rates assumed until measured)",
+        "",
+        f"{len(grid.runs):,} runs, **{grid.gpu_hours:,.1f} GPU-hours**: training {d['train_hours']:.1f} h "
+        f"({d['trainings']:,} trainings; {n_trained - d['trainings']:,} trained runs reuse an SFT training), "
+        f"generation {d['generation_hours']:.1f} h, LLM judging {d['judge_hours']:.1f} h. Median run "
+        f"{d['median_run_minutes']:.1f} min; largest peak {grid.peak_bytes / GiB:.1f} GiB.",
+        "",
+    ]
     groups = grid.groups()
     models = list(dict.fromkeys(g["model"] for g in groups))
     methods = list(dict.fromkeys(g["method"] for g in groups))
     cell = {(g["model"], g["method"]): g for g in groups}
-    lines += ["Peak memory per run (GiB; the largest of the runs in a cell), runs and GPU-hours:", "",
-              "| method | " + " | ".join(_short(m) for m in models) + " | runs | GPU-h |",
-              "|---|" + "---:|" * (len(models) + 2)]
+    lines += [
+        "Peak memory per run (GiB; the largest of the runs in a cell), runs and GPU-hours:",
+        "",
+        "| method | " + " | ".join(_short(m) for m in models) + " | runs | GPU-h |",
+        "|---|" + "---:|" * (len(models) + 2),
+    ]
     for method in methods:
         row = [f"{cell[(m, method)]['peak_bytes'] / GiB:.1f}" if (m, method) in cell else "-" for m in models]
         runs = sum(cell[(m, method)]["runs"] for m in models if (m, method) in cell)
         hours = sum(cell[(m, method)]["gpu_hours"] for m in models if (m, method) in cell)
         lines.append(f"| {method} | " + " | ".join(row) + f" | {runs:,} | {hours:.1f} |")
-    per_model = [(sum(g["runs"] for g in groups if g["model"] == m),
-                  sum(g["gpu_hours"] for g in groups if g["model"] == m)) for m in models]
-    lines += ["| runs / GPU-h | " + " | ".join(f"{n:,} / {h:.1f}" for n, h in per_model)
-              + f" | {len(grid.runs):,} | {grid.gpu_hours:.1f} |", ""]
+    per_model = [
+        (sum(g["runs"] for g in groups if g["model"] == m), sum(g["gpu_hours"] for g in groups if g["model"] == m))
+        for m in models
+    ]
+    lines += [
+        "| runs / GPU-h | "
+        + " | ".join(f"{n:,} / {h:.1f}" for n, h in per_model)
+        + f" | {len(grid.runs):,} | {grid.gpu_hours:.1f} |",
+        "",
+    ]
     lines += fit_lines(grid, where)
     refused = list(refused)
     if refused:
         by_reason: dict[str, list[str]] = defaultdict(list)
         for name, reason in refused:
             by_reason[reason].append(name)
-        lines += ["", f"**{len(refused):,} runs cannot start** (the backend choice refuses them before "
-                      "the weights load):"]
+        lines += [
+            "",
+            f"**{len(refused):,} runs cannot start** (the backend choice refuses them before the weights load):",
+        ]
         lines += [f"- {len(names):,} runs (e.g. `{names[0]}`): {reason}" for reason, names in by_reason.items()]
     return "\n".join(lines)
 

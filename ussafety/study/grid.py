@@ -123,14 +123,20 @@ def load_study(preset: str | Path | Study) -> Study:
         for i, entry in enumerate(entries):
             bad = set(entry) - ENTRY_KEYS
             if bad:
-                raise ConfigError(f"{path}: grids.{grid}[{i}]: unknown key(s) {sorted(bad)} "
-                                  f"(known: {', '.join(sorted(ENTRY_KEYS))})")
+                raise ConfigError(
+                    f"{path}: grids.{grid}[{i}]: unknown key(s) {sorted(bad)} (known: {', '.join(sorted(ENTRY_KEYS))})"
+                )
             if entry.get("sweep") and entry["sweep"] not in sweeps:
-                raise ConfigError(f"{path}: grids.{grid}[{i}]: sweep '{entry['sweep']}' is not "
-                                  f"defined under 'sweeps'")
-    return Study(preset=path.stem, path=path, preset_file=(path.parent / data["preset"]).resolve(),
-                 description=str(data.get("description", "")).strip(), grids=grids, sweeps=sweeps,
-                 overlay=overlay)
+                raise ConfigError(f"{path}: grids.{grid}[{i}]: sweep '{entry['sweep']}' is not defined under 'sweeps'")
+    return Study(
+        preset=path.stem,
+        path=path,
+        preset_file=(path.parent / data["preset"]).resolve(),
+        description=str(data.get("description", "")).strip(),
+        grids=grids,
+        sweeps=sweeps,
+        overlay=overlay,
+    )
 
 
 def get_path(obj: Any, dotted: str) -> Any:
@@ -211,8 +217,10 @@ def expand_entry(study: Study, grid: str, entry: dict[str, Any]) -> list[StudyRu
         raise ConfigError(f"{study.path}: grids.{grid}: params file {params} does not exist")
     changes = bool(entry.get("set") or entry.get("vary"))
     if changes and not entry.get("name"):
-        raise ConfigError(f"{study.path}: grids.{grid}: an entry with 'set' or 'vary' needs a "
-                          f"'name' template (it no longer is {params.name} as written)")
+        raise ConfigError(
+            f"{study.path}: grids.{grid}: an entry with 'set' or 'vary' needs a "
+            f"'name' template (it no longer is {params.name} as written)"
+        )
     if not entry.get("params") and not entry.get("name"):
         raise ConfigError(f"{study.path}: grids.{grid}: an entry without 'params' needs a 'name'")
     vary = entry.get("vary") or {}
@@ -275,8 +283,9 @@ class GridError(RuntimeError):
     """Some runs of a grid failed; the others finished and were recorded."""
 
 
-def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path | None = None,
-             out: Any = None) -> list[Record]:
+def run_grid(
+    preset: str | Path | Study, grid: str | Iterable[str], root: Path | None = None, out: Any = None
+) -> list[Record]:
     """Run every run of ``grid`` that has no record yet; return the records in grid order.
 
     Prints one line per run (finished ones say so). A failing run does not stop the
@@ -304,8 +313,11 @@ def run_grid(preset: str | Path | Study, grid: str | Iterable[str], root: Path |
             print(f"[{i}/{len(runs)}] {r.run_id}: FAILED: {err}", file=out, flush=True)
             continue
         print(f"[{i}/{len(runs)}] {r.run_id}: done in {time.perf_counter() - t0:.0f} s", file=out, flush=True)
-    print(f"grid {grid}: {len(records)}/{len(runs)} runs recorded in "
-          f"{time.perf_counter() - t_grid:.0f} s", file=out, flush=True)
+    print(
+        f"grid {grid}: {len(records)}/{len(runs)} runs recorded in {time.perf_counter() - t_grid:.0f} s",
+        file=out,
+        flush=True,
+    )
     if failures:
         raise GridError(f"{len(failures)} run(s) of grid {grid} failed:\n" + "\n".join(failures))
     return records

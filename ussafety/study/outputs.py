@@ -48,8 +48,9 @@ def write_table(raw: pd.DataFrame, shown: pd.DataFrame, base: Path, caption: str
     return [base.with_suffix(s) for s in (".csv", ".md", ".tex")]
 
 
-def write_outputs(preset: Any, out_dir: Path, root: Path | None = None, figures: bool = True,
-                  export_records: bool | None = None) -> dict[str, Any]:
+def write_outputs(
+    preset: Any, out_dir: Path, root: Path | None = None, figures: bool = True, export_records: bool | None = None
+) -> dict[str, Any]:
     """Tables, figures and ``scorecard.md`` of ``preset``'s study from the records under ``root``.
 
     ``export_records`` (default: when the study has at most :data:`EXPORT_LIMIT` records)
@@ -78,15 +79,17 @@ def stale_records(missing: list[str], root: Path | None = None) -> dict[str, str
     folder = Path(root) if root is not None else runs_dir()
     out = {}
     for rid in missing:
-        older = sorted(p.parent.name for p in folder.glob(f"{rid.rsplit('-', 1)[0]}-*/record.json")
-                       if p.parent.name != rid)
+        older = sorted(
+            p.parent.name for p in folder.glob(f"{rid.rsplit('-', 1)[0]}-*/record.json") if p.parent.name != rid
+        )
         if older:
             out[rid] = older[-1]
     return out
 
 
-def write_outputs_from(data: StudyData, out_dir: Path, figures: bool = True,
-                       stale: dict[str, str] | None = None) -> dict[str, Any]:
+def write_outputs_from(
+    data: StudyData, out_dir: Path, figures: bool = True, stale: dict[str, str] | None = None
+) -> dict[str, Any]:
     """:func:`write_outputs` for runs already loaded (any records, e.g. synthetic ones);
     ``stale``: see :func:`stale_records`."""
     out_dir = Path(out_dir)
@@ -114,5 +117,14 @@ def write_outputs_from(data: StudyData, out_dir: Path, figures: bool = True,
 
         fig_paths = plots.all_figures(cond, every, abl, figs)
         written += [p for ps in fig_paths.values() for p in ps]
-    return {"data": data, "conditions": cond, "all_conditions": every, "significance": sig,
-            "ablations": abl, "categories": cats, "claims": claims, "figures": fig_paths, "written": written}
+    return {
+        "data": data,
+        "conditions": cond,
+        "all_conditions": every,
+        "significance": sig,
+        "ablations": abl,
+        "categories": cats,
+        "claims": claims,
+        "figures": fig_paths,
+        "written": written,
+    }

@@ -20,8 +20,7 @@ from ussafety.stats import pareto_front
 
 sns.set_theme(style="whitegrid", context="paper")
 
-METRIC_TITLES = {"asr": "ASR (lower is safer)", "over_refusal": "over-refusal on XSTest",
-                 "task_score": "task score"}
+METRIC_TITLES = {"asr": "ASR (lower is safer)", "over_refusal": "over-refusal on XSTest", "task_score": "task score"}
 
 
 def save(fig: plt.Figure, path: Path | None) -> list[Path]:
@@ -83,14 +82,31 @@ def safety_utility(table: pd.DataFrame, path: Path | None = None) -> tuple[plt.F
     for ax, ((model, task, scenario, p), g) in zip(axes, panels):
         g = g.reset_index(drop=True)
         for i, r in g.iterrows():
-            ax.errorbar(r.asr, r.task_score, xerr=_err(g.iloc[[i]], "asr"), yerr=_err(g.iloc[[i]], "task_score"),
-                        fmt="o", color=colors[r.method], capsize=2, ms=6, label=r.method)
+            ax.errorbar(
+                r.asr,
+                r.task_score,
+                xerr=_err(g.iloc[[i]], "asr"),
+                yerr=_err(g.iloc[[i]], "task_score"),
+                fmt="o",
+                color=colors[r.method],
+                capsize=2,
+                ms=6,
+                label=r.method,
+            )
             ax.annotate(r.method, (r.asr, r.task_score), textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = g[pareto_front(list(g.asr), list(g.task_score))].sort_values("asr")
         if len(front):
             ax.step(front.asr, front.task_score, where="post", color="black", lw=1, ls="--")
-            ax.scatter(front.asr, front.task_score, s=160, facecolors="none", edgecolors="black",
-                       linewidths=1.2, label="Pareto front", zorder=3)
+            ax.scatter(
+                front.asr,
+                front.task_score,
+                s=160,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                label="Pareto front",
+                zorder=3,
+            )
         scen = scenario if scenario != "poisoned" else f"poisoned p={p:g}"
         ax.set_title(f"{model} | {task} | {scen}")
         ax.set_xlabel("ASR (lower is safer)")
@@ -101,8 +117,9 @@ def safety_utility(table: pd.DataFrame, path: Path | None = None) -> tuple[plt.F
             uniq.setdefault(label, handle)
     rows = math.ceil(len(uniq) / 6)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.06 * rows / max(1, math.ceil(len(panels) / 3))))
-    fig.legend(uniq.values(), uniq.keys(), loc="upper center", ncol=min(6, len(uniq)),
-               bbox_to_anchor=(0.5, 1.0), fontsize=7)
+    fig.legend(
+        uniq.values(), uniq.keys(), loc="upper center", ncol=min(6, len(uniq)), bbox_to_anchor=(0.5, 1.0), fontsize=7
+    )
     return fig, save(fig, path)
 
 
@@ -121,8 +138,9 @@ def asr_vs_poison(table: pd.DataFrame, path: Path | None = None) -> tuple[plt.Fi
         g["line"] = g.method + g.params.map(lambda s: f" {s}" if s else "")
         for line, h in g.groupby("line"):
             h = h.sort_values("poison_ratio")
-            ax.errorbar(h.poison_ratio, h.asr, yerr=_err(h, "asr"), marker="o", capsize=2,
-                        color=colors[line], label=line)
+            ax.errorbar(
+                h.poison_ratio, h.asr, yerr=_err(h, "asr"), marker="o", capsize=2, color=colors[line], label=line
+            )
         ax.set_title(f"{model} | {task}")
         ax.set_xlabel("poison ratio p")
         ax.set_ylabel("ASR")
@@ -137,8 +155,9 @@ def method_bars(table: pd.DataFrame, path: Path | None = None) -> tuple[plt.Figu
     if table.empty:
         return _empty("no conditions yet", path)
     df = table.copy()
-    df["scenario_p"] = np.where(df.scenario == "poisoned",
-                                "poisoned p=" + df.poison_ratio.map(lambda p: f"{p:g}"), df.scenario)
+    df["scenario_p"] = np.where(
+        df.scenario == "poisoned", "poisoned p=" + df.poison_ratio.map(lambda p: f"{p:g}"), df.scenario
+    )
     df["bar"] = df.method + df.params.map(lambda s: f" {s}" if s else "")
     rows = _panels(df, ["model", "task"])
     scen = list(dict.fromkeys(df.sort_values(["poison_ratio"], na_position="first").scenario_p))
@@ -178,8 +197,14 @@ def ablation_curves(abl: pd.DataFrame, path: Path | None = None) -> tuple[plt.Fi
             ax = axes[i][j]
             for (method, model, task), h in g.groupby(["method", "model", "task"]):
                 h = h.dropna(subset=["x"]).sort_values("x")
-                ax.errorbar(h.x.astype(float), h[metric], yerr=_err(h, metric), marker="o", capsize=2,
-                            label=f"{method} ({model}, {task})")
+                ax.errorbar(
+                    h.x.astype(float),
+                    h[metric],
+                    yerr=_err(h, metric),
+                    marker="o",
+                    capsize=2,
+                    label=f"{method} ({model}, {task})",
+                )
             if bool(g.log_x.iloc[0]):
                 ax.set_xscale("log")
             ax.set_xlabel(g.x_label.iloc[0])
@@ -205,11 +230,20 @@ def frontier_curves(frontier: pd.DataFrame, path: Path | None = None) -> tuple[p
             ax.plot(h.asr, h.task_score, marker="o", color=colors[method], label=method)
             for _, r in h.iterrows():
                 if r.strength == r.strength:  # not nan
-                    ax.annotate(f"{r.strength:g}", (r.asr, r.task_score), textcoords="offset points",
-                                xytext=(3, 3), fontsize=6)
+                    ax.annotate(
+                        f"{r.strength:g}", (r.asr, r.task_score), textcoords="offset points", xytext=(3, 3), fontsize=6
+                    )
             sel = h[h.selected]
-            ax.scatter(sel.asr, sel.task_score, s=170, facecolors="none", edgecolors="black", linewidths=1.3,
-                       zorder=3, label="selected")
+            ax.scatter(
+                sel.asr,
+                sel.task_score,
+                s=170,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.3,
+                zorder=3,
+                label="selected",
+            )
         first = g.iloc[0]
         ax.scatter([first.sft_asr], [first.sft_task_score], marker="*", s=180, color="black", label="SFT", zorder=4)
         ax.axhline(first.task_floor, color="grey", ls="--", lw=1, label="task-score floor")
@@ -222,19 +256,23 @@ def frontier_curves(frontier: pd.DataFrame, path: Path | None = None) -> tuple[p
         for handle, label in zip(*ax.get_legend_handles_labels()):
             uniq.setdefault(label, handle)
     fig.tight_layout()
-    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=min(6, len(uniq)), fontsize=7,
-               bbox_to_anchor=(0.5, 1.0))
+    fig.legend(
+        uniq.values(), uniq.keys(), loc="lower center", ncol=min(6, len(uniq)), fontsize=7, bbox_to_anchor=(0.5, 1.0)
+    )
     return fig, save(fig, path)
 
 
-def all_figures(conditions: pd.DataFrame, all_conditions: pd.DataFrame, ablations: pd.DataFrame,
-                out: Path) -> dict[str, list[Path]]:
+def all_figures(
+    conditions: pd.DataFrame, all_conditions: pd.DataFrame, ablations: pd.DataFrame, out: Path
+) -> dict[str, list[Path]]:
     """Every figure of the study into ``out`` (PNG and PDF); figures are closed after."""
     made = {}
-    for name, fn, table in (("safety_utility", safety_utility, conditions),
-                            ("asr_vs_poison_ratio", asr_vs_poison, all_conditions),
-                            ("method_bars", method_bars, conditions),
-                            ("ablations", ablation_curves, ablations)):
+    for name, fn, table in (
+        ("safety_utility", safety_utility, conditions),
+        ("asr_vs_poison_ratio", asr_vs_poison, all_conditions),
+        ("method_bars", method_bars, conditions),
+        ("ablations", ablation_curves, ablations),
+    ):
         fig, paths = fn(table, out / name)
         plt.close(fig)
         made[name] = paths

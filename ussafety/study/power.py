@@ -57,8 +57,7 @@ def power_table(spec: ClaimsFile | None = None, discordances: tuple[float, ...] 
     ``spec.design.planning_comparisons`` comparisons (``alpha / m``)."""
     spec = spec or load_claims()
     alpha, power, m = spec.alpha, spec.power, spec.design.planning_comparisons
-    protocols = [("decisive study (harmful test split)", spec.design.test_prompts, spec.design.seeds),
-                 FIRST_PROTOCOL]
+    protocols = [("decisive study (harmful test split)", spec.design.test_prompts, spec.design.seeds), FIRST_PROTOCOL]
     rows = []
     for name, prompts, seeds in protocols:
         for icc in ICCS if seeds > 1 else (0.0,):
@@ -66,17 +65,27 @@ def power_table(spec: ClaimsFile | None = None, discordances: tuple[float, ...] 
             for psi in discordances:
                 mde = mcnemar_mde(n_eff, psi, alpha, power)
                 exact = mcnemar_exact_power(round(n_eff), mde, psi, alpha) if math.isfinite(mde) else math.nan
-                rows.append({"protocol": name, "n_prompts": prompts, "n_seeds": seeds, "icc": icc,
-                             "n_pairs_effective": round(n_eff, 1), "discordance": psi, "mde": _nan_round(mde),
-                             "exact_power_at_mde": _nan_round(exact, 3),
-                             "mde_holm": _nan_round(mcnemar_mde(n_eff, psi, alpha / m, power)),
-                             "tost_margin": _nan_round(tost_resolution(n_eff, psi, alpha, power)),
-                             "tost_margin_holm": _nan_round(tost_resolution(n_eff, psi, alpha / m, power))})
+                rows.append(
+                    {
+                        "protocol": name,
+                        "n_prompts": prompts,
+                        "n_seeds": seeds,
+                        "icc": icc,
+                        "n_pairs_effective": round(n_eff, 1),
+                        "discordance": psi,
+                        "mde": _nan_round(mde),
+                        "exact_power_at_mde": _nan_round(exact, 3),
+                        "mde_holm": _nan_round(mcnemar_mde(n_eff, psi, alpha / m, power)),
+                        "tost_margin": _nan_round(tost_resolution(n_eff, psi, alpha, power)),
+                        "tost_margin_holm": _nan_round(tost_resolution(n_eff, psi, alpha / m, power)),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def task_power_table(spec: ClaimsFile | None = None, discordances: tuple[float, ...] = (0.02, 0.05, 0.10)
-                     ) -> pd.DataFrame:
+def task_power_table(
+    spec: ClaimsFile | None = None, discordances: tuple[float, ...] = (0.02, 0.05, 0.10)
+) -> pd.DataFrame:
     """Per task test split at the design's seeds (rho = 0): the non-inferiority margin the
     one-sided test resolves at true effect 0 with ``spec.power``, against the pre-registered
     ``margins.task_score``. One-sided at effect 0 has power ``Phi(.)`` where TOST has
@@ -87,10 +96,17 @@ def task_power_table(spec: ClaimsFile | None = None, discordances: tuple[float, 
     for task, items in TASK_TEST_ITEMS.items():
         for psi in discordances:
             n = items * seeds
-            rows.append({"task": task, "n_items": items, "n_seeds": seeds, "discordance": psi,
-                         "ni_margin": _nan_round(tost_resolution(n, psi, alpha, 2 * power - 1)),
-                         "ni_margin_holm": _nan_round(tost_resolution(n, psi, alpha / m, 2 * power - 1)),
-                         "pre_registered_margin": spec.margin("task_score")})
+            rows.append(
+                {
+                    "task": task,
+                    "n_items": items,
+                    "n_seeds": seeds,
+                    "discordance": psi,
+                    "ni_margin": _nan_round(tost_resolution(n, psi, alpha, 2 * power - 1)),
+                    "ni_margin_holm": _nan_round(tost_resolution(n, psi, alpha / m, 2 * power - 1)),
+                    "pre_registered_margin": spec.margin("task_score"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -113,14 +129,20 @@ def power_markdown(table: pd.DataFrame, tasks: pd.DataFrame, spec: ClaimsFile) -
     """``power.md``: the assumptions, then both tables."""
     m, a = spec.design.planning_comparisons, spec.alpha
     table, tasks = _display(table), _display(tasks)
-    shown = table.rename(columns={"mde": f"MDE (alpha {a:g})", "mde_holm": f"MDE (Holm, alpha/{m})",
-                                  "exact_power_at_mde": "exact test's power at MDE",
-                                  "tost_margin": f"TOST margin (alpha {a:g})",
-                                  "tost_margin_holm": f"TOST margin (alpha/{m})"})
+    shown = table.rename(
+        columns={
+            "mde": f"MDE (alpha {a:g})",
+            "mde_holm": f"MDE (Holm, alpha/{m})",
+            "exact_power_at_mde": "exact test's power at MDE",
+            "tost_margin": f"TOST margin (alpha {a:g})",
+            "tost_margin_holm": f"TOST margin (alpha/{m})",
+        }
+    )
     lines = [
-        "# Power: what the study can and cannot see", "",
-        "Generated by `ussafety.study.power.write_power_table` from `params/study/claims.yaml`; do not "
-        "edit by hand.", "",
+        "# Power: what the study can and cannot see",
+        "",
+        "Generated by `ussafety.study.power.write_power_table` from `params/study/claims.yaml`; do not edit by hand.",
+        "",
         "Assumptions. A paired comparison of two conditions on the same prompts; per-prompt 0/1 outcomes "
         "(attack succeeded). *Discordance*: the share of (seed, prompt) pairs on which the two conditions "
         "differ. *MDE*: the smallest true ASR difference the two-sided exact McNemar test detects with "
@@ -136,15 +158,23 @@ def power_markdown(table: pd.DataFrame, tasks: pd.DataFrame, spec: ClaimsFile) -
         "*icc*: correlation of a prompt's outcome across seeds; the pooled tests assume 0, 1 means seeds "
         "repeat each other and only the prompts count (Kish's design effect 1 + (seeds - 1) icc). "
         "'none': no difference up to the discordance itself is detectable. Pre-registered margins: ASR "
-        f"{spec.margin('asr'):g}, task score {spec.margin('task_score'):g}.", "",
-        "## ASR: minimum detectable difference and resolvable equivalence margin", "",
-        markdown(shown), "",
-        "## Task score: non-inferiority margin resolvable on each task's test split", "",
+        f"{spec.margin('asr'):g}, task score {spec.margin('task_score'):g}.",
+        "",
+        "## ASR: minimum detectable difference and resolvable equivalence margin",
+        "",
+        markdown(shown),
+        "",
+        "## Task score: non-inferiority margin resolvable on each task's test split",
+        "",
         f"One-sided test at level {a:g} (and alpha/{m}), true difference 0, {spec.power:.0%} power, "
         f"{spec.design.seeds} seeds, icc 0; the pre-registered margin is {spec.margin('task_score'):g}. "
-        "Where the resolvable margin exceeds it, claim 5 can end *underpowered* at the decisive size.", "",
-        markdown(tasks.rename(columns={"ni_margin": f"NI margin (alpha {a:g})",
-                                       "ni_margin_holm": f"NI margin (alpha/{m})"})), ""]
+        "Where the resolvable margin exceeds it, claim 5 can end *underpowered* at the decisive size.",
+        "",
+        markdown(
+            tasks.rename(columns={"ni_margin": f"NI margin (alpha {a:g})", "ni_margin_holm": f"NI margin (alpha/{m})"})
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -162,12 +192,14 @@ def write_power_table(out_dir: Path, spec: ClaimsFile | None = None) -> list[Pat
 
 # ----------------------------------------------------------------------------- one row
 
+
 def _prompts(pairs: float, seeds: int) -> float:
     return float(math.ceil(pairs / seeds)) if math.isfinite(pairs) else math.inf
 
 
-def binary_row_power(row: dict[str, Any], margin: float, alpha: float, power: float, seeds: int,
-                     unit: str = "prompts") -> dict[str, Any]:
+def binary_row_power(
+    row: dict[str, Any], margin: float, alpha: float, power: float, seeds: int, unit: str = "prompts"
+) -> dict[str, Any]:
     """For an underpowered paired 0/1 row: the (seed, prompt) pairs the McNemar test needs
     to detect the observed effect (and the margin) at the observed discordance, the pairs
     the TOST needs to show equivalence within ``margin``, and each as prompts at ``seeds``
@@ -179,10 +211,18 @@ def binary_row_power(row: dict[str, Any], margin: float, alpha: float, power: fl
     detect = mcnemar_sample_size(abs(d), psi, alpha, power) if 0 < abs(d) <= psi else math.inf
     detect_margin = mcnemar_sample_size(margin, max(psi, margin), alpha, power)
     equiv = tost_sample_size(psi, margin, d, alpha, power)  # inf when |d| >= margin
-    return {"discordance": psi, "need_pairs_effect": detect, "need_prompts_effect": _prompts(detect, seeds),
-            "need_pairs_margin": detect_margin, "need_prompts_margin": _prompts(detect_margin, seeds),
-            "need_pairs_tost": equiv, "need_prompts_tost": _prompts(equiv, seeds), "plan_seeds": seeds,
-            "plan_alpha": alpha, "plan_unit": unit}
+    return {
+        "discordance": psi,
+        "need_pairs_effect": detect,
+        "need_prompts_effect": _prompts(detect, seeds),
+        "need_pairs_margin": detect_margin,
+        "need_prompts_margin": _prompts(detect_margin, seeds),
+        "need_pairs_tost": equiv,
+        "need_prompts_tost": _prompts(equiv, seeds),
+        "plan_seeds": seeds,
+        "plan_alpha": alpha,
+        "plan_unit": unit,
+    }
 
 
 def scale_row_power(row: dict[str, Any], alpha: float, power: float) -> dict[str, Any]:
@@ -200,6 +240,7 @@ def rank_row_power(row: dict[str, Any], alpha: float, power: float) -> dict[str,
 
 def describe_power(row: dict[str, Any]) -> str:
     """The power calculation of an underpowered row, in words, for the scorecard."""
+
     def need(pairs: float, prompts: float, what: str) -> str:
         if not math.isfinite(pairs):
             return f"{what}: impossible"
@@ -207,10 +248,13 @@ def describe_power(row: dict[str, Any]) -> str:
 
     if "need_pairs_effect" in row:
         m = row["margin"]
-        parts = [need(row["need_pairs_effect"], row["need_prompts_effect"], f"detect {row['estimate']:+.3f}")
-                 if row["estimate"] else "observed effect 0",
-                 need(row["need_pairs_margin"], row["need_prompts_margin"], f"detect +-{m:g}"),
-                 need(row["need_pairs_tost"], row["need_prompts_tost"], f"show |d| < {m:g}")]
+        parts = [
+            need(row["need_pairs_effect"], row["need_prompts_effect"], f"detect {row['estimate']:+.3f}")
+            if row["estimate"]
+            else "observed effect 0",
+            need(row["need_pairs_margin"], row["need_prompts_margin"], f"detect +-{m:g}"),
+            need(row["need_pairs_tost"], row["need_prompts_tost"], f"show |d| < {m:g}"),
+        ]
         return "; ".join(parts) + f" (discordance {row['discordance']:.3f}, alpha {row['plan_alpha']:.3g})"
     if "need_scale" in row:
         return f"detect {row['estimate']:+.3f}: {row['need_scale']:.1f}x the current prompts and items"

@@ -76,9 +76,16 @@ def _load_state(path: Path) -> dict[str, Any]:
         return {}
 
 
-def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | None = None,
-              only: Iterable[str] | None = None, force: bool = False, log_output: bool = True,
-              progress_bar: bool = True, stream: TextIO | None = None) -> list[dict[str, Any]]:
+def reproduce(
+    preset: str = "cpu",
+    out: Path | None = None,
+    runs_dir: Path | None = None,
+    only: Iterable[str] | None = None,
+    force: bool = False,
+    log_output: bool = True,
+    progress_bar: bool = True,
+    stream: TextIO | None = None,
+) -> list[dict[str, Any]]:
     """Execute the notebooks of ``preset`` in order; return what happened to each.
 
     There is no bootstrap size to pass: every interval uses :data:`ussafety.stats.N_BOOT`,
@@ -101,8 +108,12 @@ def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | Non
     if unknown:
         raise ValueError(f"unknown notebook(s) {sorted(unknown)} (known: {', '.join(NOTEBOOKS)})")
     order = [nb for nb in NOTEBOOKS if nb in wanted]
-    params = {"preset": str(preset), "runs_dir": str(Path(runs_dir).resolve()) if runs_dir else None,
-              "out_dir": str(out.resolve()), "run_grid": True}
+    params = {
+        "preset": str(preset),
+        "runs_dir": str(Path(runs_dir).resolve()) if runs_dir else None,
+        "out_dir": str(out.resolve()),
+        "run_grid": True,
+    }
     if log_output:
         logger = logging.getLogger("papermill")
         logger.setLevel(logging.INFO)
@@ -113,33 +124,50 @@ def reproduce(preset: str = "cpu", out: Path | None = None, runs_dir: Path | Non
             logger.propagate = False
     code = source_hash()
     root = Path(runs_dir) if runs_dir else None
-    report = []
+    report: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     for i, nb in enumerate(order, 1):
         target = nb_out / f"{nb}.ipynb"
         if nb != "analysis" and nb not in study.grids:
-            print(f"[{i}/{len(order)}] {nb}: the {study.preset} study has no such grid, skipped",
-                  file=stream, flush=True)
+            print(
+                f"[{i}/{len(order)}] {nb}: the {study.preset} study has no such grid, skipped", file=stream, flush=True
+            )
             report.append({"notebook": nb, "status": "no grid"})
             continue
         fp = fingerprint(nb, params, preset, root, code)
         if not force and target.is_file() and state.get(nb, {}).get("fingerprint") == fp:
-            print(f"[{i}/{len(order)}] {nb}: inputs unchanged since {state[nb]['finished']}, skipped "
-                  f"({target})", file=stream, flush=True)
+            print(
+                f"[{i}/{len(order)}] {nb}: inputs unchanged since {state[nb]['finished']}, skipped ({target})",
+                file=stream,
+                flush=True,
+            )
             report.append({"notebook": nb, "status": "skipped", "path": str(target)})
             continue
         print(f"[{i}/{len(order)}] {nb}: executing -> {target}", file=stream, flush=True)
         t0 = time.perf_counter()
-        pm.execute_notebook(str(NOTEBOOK_DIR / f"{nb}.ipynb"), str(target), parameters=params,
-                            cwd=str(PROJECT_ROOT), progress_bar=progress_bar, log_output=log_output,
-                            kernel_name="python3")
+        pm.execute_notebook(
+            str(NOTEBOOK_DIR / f"{nb}.ipynb"),
+            str(target),
+            parameters=params,
+            cwd=str(PROJECT_ROOT),
+            progress_bar=progress_bar,
+            log_output=log_output,
+            kernel_name="python3",
+        )
         wall = time.perf_counter() - t0
-        state[nb] = {"fingerprint": fingerprint(nb, params, preset, root, code), "wall_s": round(wall, 1),
-                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        state[nb] = {
+            "fingerprint": fingerprint(nb, params, preset, root, code),
+            "wall_s": round(wall, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         write_text_atomic(state_path, json.dumps(state, indent=1, sort_keys=True))
         print(f"[{i}/{len(order)}] {nb}: done in {wall:.0f} s", file=stream, flush=True)
         report.append({"notebook": nb, "status": "executed", "path": str(target), "wall_s": wall})
-    print(f"reproduce {study.preset}: {sum(r['status'] == 'executed' for r in report)} executed, "
-          f"{sum(r['status'] == 'skipped' for r in report)} skipped in {time.perf_counter() - t_all:.0f} s; "
-          f"outputs in {out}", file=stream, flush=True)
+    print(
+        f"reproduce {study.preset}: {sum(r['status'] == 'executed' for r in report)} executed, "
+        f"{sum(r['status'] == 'skipped' for r in report)} skipped in {time.perf_counter() - t_all:.0f} s; "
+        f"outputs in {out}",
+        file=stream,
+        flush=True,
+    )
     return report

@@ -110,8 +110,9 @@ def judge_roles(spec: ClaimsFile, present: set[str], kappas: Mapping[str, float]
     return roles
 
 
-def scorecard(data: StudyData, spec: ClaimsFile | None = None, kappas: Mapping[str, float] | None = None
-              ) -> list[ClaimResult]:
+def scorecard(
+    data: StudyData, spec: ClaimsFile | None = None, kappas: Mapping[str, float] | None = None
+) -> list[ClaimResult]:
     """Every claim of ``spec`` (default: ``params/study/claims.yaml``) on ``data``, per judge;
     ``kappas`` (default: :func:`gold_kappas`) says which judges pass the bar."""
     spec = spec or load_claims()
@@ -126,33 +127,43 @@ def scorecard(data: StudyData, spec: ClaimsFile | None = None, kappas: Mapping[s
                 cached[judge] = views(data, judge)
             rows = claim_rows(*cached[judge], claim, spec, judge)
             decide(rows, claim, spec)
-            result.by_judge[judge] = JudgeVerdict(judge, role, rows, *aggregate([r["verdict"] for r in rows],
-                                                                                   claim.aggregate))
+            result.by_judge[judge] = JudgeVerdict(
+                judge, role, rows, *aggregate([r["verdict"] for r in rows], claim.aggregate)
+            )
         results.append(result)
     return results
 
 
 # ----------------------------------------------------------------------------- Markdown
 
+
 def test_text(claim: ClaimSpec, spec: ClaimsFile) -> str:
     """The claim's test in words, from its pre-registration."""
     side = ">" if claim.sign > 0 else "<"
     margin = spec.margin(claim.metric)
     if claim.test == "rank":
-        return ("Kendall's tau between two tasks of the methods' ASR effects against SFT; > 0 expected "
-                "(Holm over the task pairs)")
+        return (
+            "Kendall's tau between two tasks of the methods' ASR effects against SFT; > 0 expected "
+            "(Holm over the task pairs)"
+        )
     if claim.metric == "gain":
-        return (f"gain(a) - gain(b), gain = (ASR_SFT - ASR) + (task - task_SFT); {side} 0 expected; two-level "
-                f"bootstrap p (Holm) and 95% interval; equivalence: 90% interval inside +-{margin:g}")
+        return (
+            f"gain(a) - gain(b), gain = (ASR_SFT - ASR) + (task - task_SFT); {side} 0 expected; two-level "
+            f"bootstrap p (Holm) and 95% interval; equivalence: 90% interval inside +-{margin:g}"
+        )
     what = {"asr": "ASR", "task_score": "task score"}[claim.metric]
     if claim.test == "noninferiority":
         worse = "below" if claim.sign > 0 else "above"
-        return (f"{what}(a) - {what}(b), paired by seed and item; reproduced when not {worse} "
-                f"{-claim.sign * margin:+g} (one-sided Tango score test, Holm, and the 90% interval), refuted "
-                f"when wholly {worse} it (the row's 'p' column is the test of 'worse than the margin', the "
-                f"'p TOST' column the non-inferiority test; 'n prompts' counts task items)")
-    return (f"{what}(a) - {what}(b), paired by seed and prompt; {side} 0 expected; exact McNemar (Holm) and "
-            f"95% interval; equivalence margin +-{margin:g} (TOST: Tango score tests, Holm, and 90% interval)")
+        return (
+            f"{what}(a) - {what}(b), paired by seed and item; reproduced when not {worse} "
+            f"{-claim.sign * margin:+g} (one-sided Tango score test, Holm, and the 90% interval), refuted "
+            f"when wholly {worse} it (the row's 'p' column is the test of 'worse than the margin', the "
+            f"'p TOST' column the non-inferiority test; 'n prompts' counts task items)"
+        )
+    return (
+        f"{what}(a) - {what}(b), paired by seed and prompt; {side} 0 expected; exact McNemar (Holm) and "
+        f"95% interval; equivalence margin +-{margin:g} (TOST: Tango score tests, Holm, and 90% interval)"
+    )
 
 
 def _row_line(r: dict[str, Any]) -> str:
@@ -165,81 +176,135 @@ def _row_line(r: dict[str, Any]) -> str:
     extra = ""
     if "own_gain" in r:
         extra = f" (gain {r['own_gain']:+.3f}; on the Pareto front: {'yes' if r['on_pareto_front'] else 'no'})"
-    return (f"| {r['judge']} | {r['setting']} | {r['comparison']}{extra} | {n} | {r.get('n_seeds', '')} | {eff} | "
-            f"{narrow} | {fmt_p(r.get('p_inf_holm', r['p_holm']))} | "
-            f"{fmt_p(r.get('p_ni_holm', r.get('p_tost_holm', math.nan)))} | "
-            f"**{verdict}** | {describe_power(r)} |")
+    return (
+        f"| {r['judge']} | {r['setting']} | {r['comparison']}{extra} | {n} | {r.get('n_seeds', '')} | {eff} | "
+        f"{narrow} | {fmt_p(r.get('p_inf_holm', r['p_holm']))} | "
+        f"{fmt_p(r.get('p_ni_holm', r.get('p_tost_holm', math.nan)))} | "
+        f"**{verdict}** | {describe_power(r)} |"
+    )
 
 
 def _sensitivity(results: list[ClaimResult], spec: ClaimsFile) -> list[str]:
     """What this study's size can detect, from its largest paired ASR row."""
-    sizes = [(r["n_pairs"], r["n_prompts"], r["n_seeds"]) for c in results for r in c.rows
-             if r.get("test_kind") == "paired" and c.spec.metric == "asr"]
+    sizes = [
+        (r["n_pairs"], r["n_prompts"], r["n_seeds"])
+        for c in results
+        for r in c.rows
+        if r.get("test_kind") == "paired" and c.spec.metric == "asr"
+    ]
     if not sizes:
         return []
     n, prompts, seeds = max(sizes)
     mde = {psi: mcnemar_mde(n, psi, spec.alpha, spec.power) for psi in (0.05, 0.10, 0.20)}
     shown = ", ".join(f"{v:.3f} at {psi:.0%} discordance" for psi, v in mde.items() if not math.isnan(v))
-    return [f"What this size can see: with {n:,} (seed, prompt) pairs ({prompts} prompts x {seeds} seed"
-            f"{'s' * (seeds != 1)}), the smallest ASR difference the McNemar test detects with "
-            f"{spec.power:.0%} power at alpha {spec.alpha:g} is {shown or 'none'} (`power.md`: the decisive "
-            f"design's {spec.design.test_prompts:,} prompts x {spec.design.seeds} seeds).", ""]
+    return [
+        f"What this size can see: with {n:,} (seed, prompt) pairs ({prompts} prompts x {seeds} seed"
+        f"{'s' * (seeds != 1)}), the smallest ASR difference the McNemar test detects with "
+        f"{spec.power:.0%} power at alpha {spec.alpha:g} is {shown or 'none'} (`power.md`: the decisive "
+        f"design's {spec.design.test_prompts:,} prompts x {spec.design.seeds} seeds).",
+        "",
+    ]
 
 
-def scorecard_markdown(results: list[ClaimResult], data: StudyData, spec: ClaimsFile | None = None,
-                       stale: Mapping[str, str] | None = None) -> str:
+def scorecard_markdown(
+    results: list[ClaimResult], data: StudyData, spec: ClaimsFile | None = None, stale: Mapping[str, str] | None = None
+) -> str:
     """``scorecard.md``: provenance, the rules, the judges, the summary, then each claim.
     ``stale``: missing run id -> the record of an earlier version of that run."""
     spec = spec or load_claims()
     commits = sorted({str(r.git_commit)[:10] for r in data.runs})
     run_ids = sorted(r.run_id for r in data.runs)
-    lines = ["# Scorecard: the pre-registered claims on this study's records", "",
-             f"Generated from {len(data.runs)} run records of the `{data.preset}` study by "
-             "`ussafety.study.outputs.write_outputs` (the `analysis` notebook); do not edit by hand. "
-             f"Code commits of the records: {', '.join(f'`{c}`' for c in commits) or 'none'}. "
-             + ("Run ids: " + ", ".join(f"`{r}`" for r in run_ids) + "." if len(run_ids) <= 30
-                else "Run ids: the `run_ids` column of `tables/conditions.csv`."), ""]
+    lines = [
+        "# Scorecard: the pre-registered claims on this study's records",
+        "",
+        f"Generated from {len(data.runs)} run records of the `{data.preset}` study by "
+        "`ussafety.study.outputs.write_outputs` (the `analysis` notebook); do not edit by hand. "
+        f"Code commits of the records: {', '.join(f'`{c}`' for c in commits) or 'none'}. "
+        + (
+            "Run ids: " + ", ".join(f"`{r}`" for r in run_ids) + "."
+            if len(run_ids) <= 30
+            else "Run ids: the `run_ids` column of `tables/conditions.csv`."
+        ),
+        "",
+    ]
     if data.missing:
-        lines += [f"{len(data.missing)} run(s) of the study have no current record and are not counted; "
-                  "rows that need them are missing below:", ""]
+        lines += [
+            f"{len(data.missing)} run(s) of the study have no current record and are not counted; "
+            "rows that need them are missing below:",
+            "",
+        ]
         for rid in data.missing:
             old = (stale or {}).get(rid)
-            lines.append(f"- `{rid}`" + (f": stale, the record `{old}` was made before the method's code "
-                                         "changed (its run id differs); the run will be redone" if old else ""))
+            lines.append(
+                f"- `{rid}`"
+                + (
+                    f": stale, the record `{old}` was made before the method's code "
+                    "changed (its run id differs); the run will be redone"
+                    if old
+                    else ""
+                )
+            )
         lines.append("")
-    lines += [f"Claims, tests and rules: `params/study/claims.yaml` (version {spec.version}), explained in "
-              f"`docs/claims.md`. Effects are differences of rates in [0, 1], paired by seed and prompt; "
-              f"intervals: {CLUSTER_CI}. Alpha {spec.alpha:g} after Holm's correction over each claim's rows "
-              f"under one judge. A row is *reproduced* (claimed direction, significant, interval excluding 0), "
-              f"*refuted* (the opposite), *equivalent* (TOST: |effect| below the margin: ASR "
-              f"{spec.margin('asr'):g}, task score {spec.margin('task_score'):g}, gain {spec.margin('gain'):g}) "
-              "or *underpowered* (none of these; the last column says how many prompts x seeds would decide "
-              "it). A claim is *mixed* when its rows are decided but disagree, *not measured* without rows.", ""]
+    lines += [
+        f"Claims, tests and rules: `params/study/claims.yaml` (version {spec.version}), explained in "
+        f"`docs/claims.md`. Effects are differences of rates in [0, 1], paired by seed and prompt; "
+        f"intervals: {CLUSTER_CI}. Alpha {spec.alpha:g} after Holm's correction over each claim's rows "
+        f"under one judge. A row is *reproduced* (claimed direction, significant, interval excluding 0), "
+        f"*refuted* (the opposite), *equivalent* (TOST: |effect| below the margin: ASR "
+        f"{spec.margin('asr'):g}, task score {spec.margin('task_score'):g}, gain {spec.margin('gain'):g}) "
+        "or *underpowered* (none of these; the last column says how many prompts x seeds would decide "
+        "it). A claim is *mixed* when its rows are decided but disagree, *not measured* without rows.",
+        "",
+    ]
     lines += _sensitivity(results, spec)
     present = sorted({j for c in results for j in c.by_judge if j != TASK_SCORER})
     roles = {j: jv.role for c in results for j, jv in c.by_judge.items()}
-    lines += [f"Judges (bar: Cohen's kappa >= {spec.judges.kappa_bar:g} against the gold set's test part, "
-              f"read from `{spec.judges.gold_scores}`): "
-              + ("; ".join(f"`{j}`: {roles[j]}" for j in present) or "none with verdicts in the records")
-              + ". Task-score claims need no judge.", ""]
+    lines += [
+        f"Judges (bar: Cohen's kappa >= {spec.judges.kappa_bar:g} against the gold set's test part, "
+        f"read from `{spec.judges.gold_scores}`): "
+        + ("; ".join(f"`{j}`: {roles[j]}" for j in present) or "none with verdicts in the records")
+        + ". Task-score claims need no judge.",
+        "",
+    ]
     head = "| # | claim | " + " | ".join(f"{j}" for j in present) + " | task scorer | decision |"
     lines += [head, "|" + "---|" * (4 + len(present))]
     for c in results:
         cells = [c.by_judge[j].verdict if j in c.by_judge else "" for j in [*present, TASK_SCORER]]
-        lines.append(f"| {c.number} | {c.title}{' (finer)' if c.spec.finer else ''} | " + " | ".join(cells)
-                     + f" | **{c.verdict}** |")
+        lines.append(
+            f"| {c.number} | {c.title}{' (finer)' if c.spec.finer else ''} | "
+            + " | ".join(cells)
+            + f" | **{c.verdict}** |"
+        )
     for c in results:
-        lines += ["", f"## {c.number}. {c.title}", "", f"Paper: {c.spec.paper}.", "",
-                  f"Test: {test_text(c.spec, spec)}; rows aggregate by '{c.spec.aggregate}'.", ""]
+        lines += [
+            "",
+            f"## {c.number}. {c.title}",
+            "",
+            f"Paper: {c.spec.paper}.",
+            "",
+            f"Test: {test_text(c.spec, spec)}; rows aggregate by '{c.spec.aggregate}'.",
+            "",
+        ]
         for judge, jv in c.by_judge.items():
             lines.append(f"- {judge} ({jv.role}): **{jv.verdict}** ({jv.why}).")
         if c.rows:
-            lines += ["", "| judge | setting | comparison | n prompts | n seeds | effect [95% CI] | 90% CI | "
-                      "p (Holm) | p TOST (Holm) | verdict | power: what would decide it |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "| judge | setting | comparison | n prompts | n seeds | effect [95% CI] | 90% CI | "
+                "p (Holm) | p TOST (Holm) | verdict | power: what would decide it |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
             lines += [_row_line(r) for r in c.rows]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["MIXED", "NOT_MEASURED", "ClaimResult", "JudgeVerdict", "gold_kappas", "judge_roles", "scorecard",
-           "scorecard_markdown"]
+__all__ = [
+    "MIXED",
+    "NOT_MEASURED",
+    "ClaimResult",
+    "JudgeVerdict",
+    "gold_kappas",
+    "judge_roles",
+    "scorecard",
+    "scorecard_markdown",
+]

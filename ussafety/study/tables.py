@@ -43,8 +43,9 @@ def train_cost_s(record: Record) -> tuple[float, float]:
     return float(train.wall_s or 0.0), float(train.finalize_s or 0.0)
 
 
-def condition_row(name: str, record: Record, reference: Record | None, judge: str | None = None,
-                  reference_label: str = "aligned") -> dict[str, Any]:
+def condition_row(
+    name: str, record: Record, reference: Record | None, judge: str | None = None, reference_label: str = "aligned"
+) -> dict[str, Any]:
     """One table row: ASR (Wilson 95% CI), paired p vs ``reference``, over-refusal, task score.
 
     The ASR is recomputed from the per-prompt verdicts (not copied from ``metrics``) so
@@ -57,15 +58,24 @@ def condition_row(name: str, record: Record, reference: Record | None, judge: st
     p = paired_mcnemar(outcomes, reference.outcomes(judge))[0] if reference is not None else NAN
     m = record.metrics
     asr_m = m.asr[judge]
-    return {"condition": name, "n_prompts": n, "asr": hits / n if n else NAN,
-            "asr_ci_low": lo, "asr_ci_high": hi, f"p_vs_{reference_label}": p,
-            "over_refusal": m.over_refusal.rate if m.over_refusal else NAN,
-            "task": m.task.name if m.task else None, "task_score": m.task.score if m.task else NAN,
-            "degenerate_rate": NAN if asr_m.degenerate_rate is None else asr_m.degenerate_rate,
-            "train_wall_s": train_cost_s(record)[0],
-            "judge": judge, "prompt_sets": ", ".join(f"{s} {v.n}" for s, v in asr_m.by_set.items()),
-            "run_id": record.run_id, "git_commit": record.git.commit,
-            **{f"asr_{s}": v.asr for s, v in asr_m.by_set.items()}}
+    return {
+        "condition": name,
+        "n_prompts": n,
+        "asr": hits / n if n else NAN,
+        "asr_ci_low": lo,
+        "asr_ci_high": hi,
+        f"p_vs_{reference_label}": p,
+        "over_refusal": m.over_refusal.rate if m.over_refusal else NAN,
+        "task": m.task.name if m.task else None,
+        "task_score": m.task.score if m.task else NAN,
+        "degenerate_rate": NAN if asr_m.degenerate_rate is None else asr_m.degenerate_rate,
+        "train_wall_s": train_cost_s(record)[0],
+        "judge": judge,
+        "prompt_sets": ", ".join(f"{s} {v.n}" for s, v in asr_m.by_set.items()),
+        "run_id": record.run_id,
+        "git_commit": record.git.commit,
+        **{f"asr_{s}": v.asr for s, v in asr_m.by_set.items()},
+    }
 
 
 def with_holm(df: pd.DataFrame, p_column: str) -> pd.DataFrame:
@@ -78,15 +88,21 @@ def with_holm(df: pd.DataFrame, p_column: str) -> pd.DataFrame:
     return df
 
 
-def condition_table(records: Mapping[str, Record], reference: str, judge: str | None = None,
-                    reference_label: str | None = None, holm: bool = False) -> pd.DataFrame:
+def condition_table(
+    records: Mapping[str, Record],
+    reference: str,
+    judge: str | None = None,
+    reference_label: str | None = None,
+    holm: bool = False,
+) -> pd.DataFrame:
     """A row per condition, in the given order, each compared with ``records[reference]``
     on the same prompts (no p-value at all when the reference has no record); ``holm``
     adds the Holm-adjusted p-values of all compared conditions."""
     ref = records.get(reference)
     label = reference_label or reference
-    df = pd.DataFrame([condition_row(name, rec, None if name == reference else ref, judge, label)
-                       for name, rec in records.items()])
+    df = pd.DataFrame(
+        [condition_row(name, rec, None if name == reference else ref, judge, label) for name, rec in records.items()]
+    )
     if holm and not df.empty:
         df = with_holm(df, f"p_vs_{label}")
     return df
@@ -100,8 +116,9 @@ def find_record(cfg: RunConfig, roots: Iterable[Path]) -> Record | None:
     return None
 
 
-def records_for(params_files: Iterable[Path], roots: Iterable[Path]
-                ) -> tuple[dict[str, Record], list[tuple[str, Path]]]:
+def records_for(
+    params_files: Iterable[Path], roots: Iterable[Path]
+) -> tuple[dict[str, Record], list[tuple[str, Path]]]:
     """The record of each params file's current config, by its run id, keyed by the
     file's label (``name``), in the files' order; and ``(label, file)`` of those with none."""
     roots = list(roots)
@@ -126,9 +143,10 @@ def export_records(records: Iterable[Record], dest: Path) -> None:
 
 def markdown_table(df: pd.DataFrame, columns: list[str], digits: int = 3) -> str:
     """A plain Markdown table (no extra dependency) of ``columns``."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
-            return "n/a" if math.isnan(v) else (f"{v:.2g}" if 0 < abs(v) < 10 ** -digits else f"{v:.{digits}f}")
+            return "n/a" if math.isnan(v) else (f"{v:.2g}" if 0 < abs(v) < 10**-digits else f"{v:.{digits}f}")
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

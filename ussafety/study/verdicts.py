@@ -121,8 +121,7 @@ def decide(rows: list[dict[str, Any]], claim: ClaimSpec, spec: ClaimsFile) -> No
             r["verdict"] = noninferiority_verdict(r, sign, alpha)
         else:
             r["verdict"] = directional_verdict(r, sign, alpha)
-        r["negligible"] = r["verdict"] in (REPRODUCED, REFUTED) and r["test_kind"] != "rank" \
-            and equivalent(r, alpha)
+        r["negligible"] = r["verdict"] in (REPRODUCED, REFUTED) and r["test_kind"] != "rank" and equivalent(r, alpha)
         if r["verdict"] == UNDERPOWERED:
             if r["test_kind"] == "paired":
                 unit = "items" if claim.metric == "task_score" else "prompts"

@@ -66,8 +66,10 @@ def alignment_data(cfg: AlignConfig) -> list[Example]:
     if cfg.n_lookalike:
         pool = lookalike_pool(cfg)
         if len(pool) < cfg.n_lookalike:
-            raise ValueError(f"align.n_lookalike: asked for {cfg.n_lookalike} but {cfg.refusal_set} "
-                             f"holds only {len(pool)} look-alike rows")
+            raise ValueError(
+                f"align.n_lookalike: asked for {cfg.n_lookalike} but {cfg.refusal_set} "
+                f"holds only {len(pool)} look-alike rows"
+            )
         rows += pool[: cfg.n_lookalike]
     random.Random(cfg.seed).shuffle(rows)
     return rows
@@ -80,8 +82,10 @@ def helpful_rows(cfg: AlignConfig) -> list[Example]:
     each shuffled set, as before the option existed (so old aligned bases keep their key).
     """
     if cfg.n_contrastive > cfg.n_helpful:
-        raise ValueError(f"align.n_contrastive ({cfg.n_contrastive}) exceeds align.n_helpful "
-                         f"({cfg.n_helpful}): contrastive rows are part of the helpful rows")
+        raise ValueError(
+            f"align.n_contrastive ({cfg.n_contrastive}) exceeds align.n_helpful "
+            f"({cfg.n_helpful}): contrastive rows are part of the helpful rows"
+        )
     if not cfg.n_contrastive:
         helpful: list[Example] = []
         per_set = -(-cfg.n_helpful // max(1, len(cfg.helpful_sets)))
@@ -91,8 +95,10 @@ def helpful_rows(cfg: AlignConfig) -> list[Example]:
     pool = [e for name in cfg.helpful_sets for e in load(name, seed=cfg.seed)]
     sensitive, plain = split_sensitive(pool)
     if len(sensitive) < cfg.n_contrastive:
-        raise ValueError(f"align.n_contrastive: asked for {cfg.n_contrastive} but "
-                         f"{'+'.join(cfg.helpful_sets)} hold only {len(sensitive)} sensitive-word rows")
+        raise ValueError(
+            f"align.n_contrastive: asked for {cfg.n_contrastive} but "
+            f"{'+'.join(cfg.helpful_sets)} hold only {len(sensitive)} sensitive-word rows"
+        )
     rng = random.Random(cfg.seed)
     rng.shuffle(sensitive)
     rng.shuffle(plain)
@@ -129,27 +135,37 @@ def aligned_base(run: RunConfig, force: bool = False) -> tuple[str, dict[str, An
             param.requires_grad_(True)
     else:
         trainable = add_lora(loaded, cfg.train.lora, seed=cfg.seed)
-    ctx = TrainContext(tokenizer=loaded.tokenizer, max_length=cfg.train.max_length,
-                       batch_size=cfg.train.batch_size, seed=cfg.seed)
-    log.info("aligning %s on %d rows (%s) -> %s", loaded.source, len(rows),
-             "full" if cfg.full_finetune else "LoRA", target)
-    result = fine_tune(trainable, loaded.tokenizer, rows, cfg.train, [make_method("sft")], ctx,
-                       seed=cfg.seed)
+    ctx = TrainContext(
+        tokenizer=loaded.tokenizer, max_length=cfg.train.max_length, batch_size=cfg.train.batch_size, seed=cfg.seed
+    )
+    log.info(
+        "aligning %s on %d rows (%s) -> %s", loaded.source, len(rows), "full" if cfg.full_finetune else "LoRA", target
+    )
+    result = fine_tune(trainable, loaded.tokenizer, rows, cfg.train, [make_method("sft")], ctx, seed=cfg.seed)
     final = result.model
     sft_s = time.perf_counter() - t0
     if pairs:
         merged = final.merge_and_unload() if hasattr(final, "merge_and_unload") else final
-        final = add_lora(LoadedModel(merged, loaded.tokenizer, loaded.source, loaded.backend),
-                         cfg.train.lora, seed=cfg.seed)
+        final = add_lora(
+            LoadedModel(merged, loaded.tokenizer, loaded.source, loaded.backend), cfg.train.lora, seed=cfg.seed
+        )
         pref_info.update(dpo_train(final, loaded.tokenizer, pairs, cfg))
     save_merged(final, loaded.tokenizer, target)
     c = canonical(run)
     used = rows + [e for pair in pairs for e in pair if e.source]
-    record = {"aligned": True, "key": align_key(run), "config": c["align"],
-              "model": c["model"], "source_model": loaded.source, "rows": len(rows),
-              "data_sha256": sorted({f"{e.source}:{e.sha256}" for e in used}),
-              "train_wall_s": round(time.perf_counter() - t0, 1), "sft_wall_s": round(sft_s, 1),
-              "steps": result.steps, "log_history": result.log_history}
+    record = {
+        "aligned": True,
+        "key": align_key(run),
+        "config": c["align"],
+        "model": c["model"],
+        "source_model": loaded.source,
+        "rows": len(rows),
+        "data_sha256": sorted({f"{e.source}:{e.sha256}" for e in used}),
+        "train_wall_s": round(time.perf_counter() - t0, 1),
+        "sft_wall_s": round(sft_s, 1),
+        "steps": result.steps,
+        "log_history": result.log_history,
+    }
     if pref_info:
         record["preference"] = pref_info
     write_text_atomic(target / "alignment.json", json.dumps(record, indent=2))
@@ -158,14 +174,16 @@ def aligned_base(run: RunConfig, force: bool = False) -> tuple[str, dict[str, An
 
 # --------------------------------------------------------------------------- preference stage
 
+
 def first_sentence(text: str) -> str:
     """``text`` up to and including its first sentence end (all of it when there is none)."""
     m = re.search(r"[.!?](\s|$)", text)
     return text[: m.end()].strip() if m else text.strip()
 
 
-def preference_pairs(cfg: AlignConfig, model: Any, tokenizer: Any
-                     ) -> tuple[list[tuple[Example, Example]], dict[str, Any]]:
+def preference_pairs(
+    cfg: AlignConfig, model: Any, tokenizer: Any
+) -> tuple[list[tuple[Example, Example]], dict[str, Any]]:
     """``pref_pairs`` (chosen, rejected) pairs from rows the SFT stage does not use.
 
     Harmful half: refusal rows after the first ``n_refusal``; chosen is the refusal, rejected
@@ -179,34 +197,40 @@ def preference_pairs(cfg: AlignConfig, model: Any, tokenizer: Any
     from ussafety.evaluate.generate import generate_for
 
     half = cfg.pref_pairs // 2
-    refusals = refusal_pool(cfg)[cfg.n_refusal:]
-    looks = lookalike_pool(cfg)[cfg.n_lookalike:]
+    refusals = refusal_pool(cfg)[cfg.n_refusal :]
+    looks = lookalike_pool(cfg)[cfg.n_lookalike :]
     if len(looks) < half:
-        raise ValueError(f"align.pref_pairs: {half} look-alike pairs asked, but only {len(looks)} "
-                         f"look-alike rows are left after n_lookalike={cfg.n_lookalike}")
+        raise ValueError(
+            f"align.pref_pairs: {half} look-alike pairs asked, but only {len(looks)} "
+            f"look-alike rows are left after n_lookalike={cfg.n_lookalike}"
+        )
     keywords, _ = refusal_keywords()
     candidates = refusals[: half + half // 4 + 8]
     if len(candidates) < half:
         raise ValueError(f"align.pref_pairs: only {len(candidates)} refusal rows are left")
     t0 = time.perf_counter()
     model.eval()
-    answers = generate_for(model, tokenizer, candidates, max_new_tokens=cfg.pref_rejected_tokens,
-                           batch_size=32)
+    answers = generate_for(model, tokenizer, candidates, max_new_tokens=cfg.pref_rejected_tokens, batch_size=32)
     gen_s = time.perf_counter() - t0
     harmful: list[tuple[Example, Example]] = []
     for ex, answer in zip(candidates, answers):
         if answer.strip() and not any(k in answer for k in keywords):
             harmful.append((ex, replace(ex, response=answer.strip(), source="", sha256="")))
     harmful = harmful[:half]
-    openers = [first_sentence(e.response or "") for e in refusals[len(candidates):]]
+    openers = [first_sentence(e.response or "") for e in refusals[len(candidates) :]]
     openers = [o for o in openers if any(k in o for k in keywords)]
     rng = random.Random(cfg.seed)
     safe = [(ex, replace(ex, response=rng.choice(openers), source="", sha256="")) for ex in looks[:half]]
     pairs = harmful + safe
     rng.shuffle(pairs)
-    info = {"pairs": len(pairs), "harmful_pairs": len(harmful), "lookalike_pairs": len(safe),
-            "harmful_candidates": len(candidates), "rejected_generation_s": round(gen_s, 1),
-            "rejected_examples": [{"prompt": c.prompt, "rejected": r.response} for c, r in harmful[:5]]}
+    info = {
+        "pairs": len(pairs),
+        "harmful_pairs": len(harmful),
+        "lookalike_pairs": len(safe),
+        "harmful_candidates": len(candidates),
+        "rejected_generation_s": round(gen_s, 1),
+        "rejected_examples": [{"prompt": c.prompt, "rejected": r.response} for c, r in harmful[:5]],
+    }
     return pairs, info
 
 
@@ -220,15 +244,15 @@ def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     return sums, mask.sum(dim=1)
 
 
-def dpo_loss(pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,
-             beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid DPO loss (Rafailov et al. 2023) per pair, and the reward margin."""
     margin = beta * ((pol_c - ref_c) - (pol_r - ref_r))
     return -F.logsigmoid(margin), margin
 
 
-def dpo_train(model: Any, tokenizer: Any, pairs: list[tuple[Example, Example]],
-              cfg: AlignConfig) -> dict[str, Any]:
+def dpo_train(model: Any, tokenizer: Any, pairs: list[tuple[Example, Example]], cfg: AlignConfig) -> dict[str, Any]:
     """DPO on ``pairs`` with a fresh LoRA on ``model``; the reference is the model with the
     adapter disabled (the merged SFT model). Adds ``pref_nll`` x the chosen answers' mean
     token NLL. Returns timings and the loss/margin/accuracy log."""
@@ -241,10 +265,10 @@ def dpo_train(model: Any, tokenizer: Any, pairs: list[tuple[Example, Example]],
     model.eval()
     with torch.no_grad(), model.disable_adapter():
         for i in range(0, len(pairs), bs):
-            batch = collate(chosen[i:i + bs] + rejected[i:i + bs], pad)
+            batch = collate(chosen[i : i + bs] + rejected[i : i + bs], pad)
             logps, _ = sequence_logps(model, batch)
-            n = len(chosen[i:i + bs])
-            ref_c[i:i + n], ref_r[i:i + n] = logps[:n], logps[n:]
+            n = len(chosen[i : i + bs])
+            ref_c[i : i + n], ref_r[i : i + n] = logps[:n], logps[n:]
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.pref_lr, weight_decay=0.0)
     per_epoch = math.ceil(len(pairs) / bs)
@@ -272,10 +296,16 @@ def dpo_train(model: Any, tokenizer: Any, pairs: list[tuple[Example, Example]],
         opt.step()
         sched.step()
         with torch.no_grad():
-            history.append({"step": step + 1, "loss": round(float(loss), 4),
-                            "dpo": round(float(loss_pairs.mean()), 4), "nll": round(float(nll), 4),
-                            "margin": round(float(margin.mean()), 4),
-                            "accuracy": round(float((margin > 0).float().mean()), 3)})
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": round(float(loss), 4),
+                    "dpo": round(float(loss_pairs.mean()), 4),
+                    "nll": round(float(nll), 4),
+                    "margin": round(float(margin.mean()), 4),
+                    "accuracy": round(float((margin > 0).float().mean()), 3),
+                }
+            )
         log.info("dpo step %d/%d %s", step + 1, total, history[-1])
     model.eval()
     return {"dpo_wall_s": round(time.perf_counter() - t0, 1), "dpo_steps": total, "dpo_log": history}

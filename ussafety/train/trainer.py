@@ -101,16 +101,28 @@ class TrainResult:
 
 def training_args(cfg: TrainConfig, seed: int, output_dir: str, n_rows: int) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, logging_steps=max(1, min(10, n_rows // cfg.batch_size)),
-        save_strategy="no", report_to=cfg.report_to or "none", seed=seed, data_seed=seed,
-        remove_unused_columns=False, dataloader_num_workers=0,
+        output_dir=output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_steps=max(1, min(10, n_rows // cfg.batch_size)),
+        save_strategy="no",
+        report_to=cfg.report_to or "none",
+        seed=seed,
+        data_seed=seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+    )
 
 
 def finalize_all(model: Any, hooks: list[Method], ctx: TrainContext) -> Any:
@@ -120,9 +132,16 @@ def finalize_all(model: Any, hooks: list[Method], ctx: TrainContext) -> Any:
     return model
 
 
-def fine_tune(model: Any, tokenizer: Any, examples: list[Example], cfg: TrainConfig,
-              hooks: list[Method], ctx: TrainContext, seed: int = 0,
-              finalize: bool = True) -> TrainResult:
+def fine_tune(
+    model: Any,
+    tokenizer: Any,
+    examples: list[Example],
+    cfg: TrainConfig,
+    hooks: list[Method],
+    ctx: TrainContext,
+    seed: int = 0,
+    finalize: bool = True,
+) -> TrainResult:
     """Train the LoRA model on ``examples`` (+ the methods' extra rows) with their hooks.
 
     Returns the model after every hook's ``finalize`` (with ``finalize=False``, the
@@ -140,15 +159,26 @@ def fine_tune(model: Any, tokenizer: Any, examples: list[Example], cfg: TrainCon
         h.prepare(model, ctx)
     ctx.logs["prepare_s"] = round(time.perf_counter() - start, 3)
     with tempfile.TemporaryDirectory(prefix="ussafety-train-") as tmp:
-        trainer = MethodTrainer(model=model, args=training_args(cfg, seed, tmp, len(data)),
-                                train_dataset=data, data_collator=Collator(tokenizer.pad_token_id),
-                                hooks=hooks, ctx=ctx, callbacks=[_HookCallback(hooks, ctx)])
+        trainer = MethodTrainer(
+            model=model,
+            args=training_args(cfg, seed, tmp, len(data)),
+            train_dataset=data,
+            data_collator=Collator(tokenizer.pad_token_id),
+            hooks=hooks,
+            ctx=ctx,
+            callbacks=[_HookCallback(hooks, ctx)],
+        )
         trainer.train()
         history = list(trainer.state.log_history)
         steps = trainer.state.global_step
     model.eval()
     if finalize:
         model = finalize_all(model, hooks, ctx)
-    return TrainResult(model=model, wall_s=time.perf_counter() - start, steps=steps,
-                       train_rows=len(data), response_tokens=data.response_tokens(),
-                       log_history=history)
+    return TrainResult(
+        model=model,
+        wall_s=time.perf_counter() - start,
+        steps=steps,
+        train_rows=len(data),
+        response_tokens=data.response_tokens(),
+        log_history=history,
+    )

@@ -51,6 +51,7 @@ def _id_key(item_id: str) -> tuple[str, int]:
 def canonical_sha256(splits: dict[str, list[str]], items: dict[str, dict[str, Any]]) -> str:
     """sha256 over ``"<split>\\t<id>\\t<prompt sha256>\\n"`` lines, validation then test,
     ids in (source, row) order: the identity of exactly which prompts a run used."""
-    lines = [f"{split}\t{i}\t{items[i]['prompt_sha256']}\n"
-             for split in SPLITS for i in sorted(splits[split], key=_id_key)]
+    lines = [
+        f"{split}\t{i}\t{items[i]['prompt_sha256']}\n" for split in SPLITS for i in sorted(splits[split], key=_id_key)
+    ]
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()

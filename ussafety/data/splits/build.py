@@ -45,8 +45,13 @@ class _Item:
 
     def record(self) -> dict[str, Any]:
         source, row = _id_key(self.id)
-        return {"set": self.set, "source": source, "row": row, "category": self.category,
-                "prompt_sha256": hashlib.sha256(self.fp.norm.encode("utf-8")).hexdigest()}
+        return {
+            "set": self.set,
+            "source": source,
+            "row": row,
+            "category": self.category,
+            "prompt_sha256": hashlib.sha256(self.fp.norm.encode("utf-8")).hexdigest(),
+        }
 
 
 def _items(specs: Iterable[_SetSpec]) -> tuple[list[_Item], dict[str, str]]:
@@ -59,16 +64,16 @@ def _items(specs: Iterable[_SetSpec]) -> tuple[list[_Item], dict[str, str]]:
     return items, dict(sorted(files.items()))
 
 
-def _training_overlaps(items: list[_Item], pools: dict[str, Callable[[], list[tuple[str, str]]]],
-                       threshold: float) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+def _training_overlaps(
+    items: list[_Item], pools: dict[str, Callable[[], list[tuple[str, str]]]], threshold: float
+) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
     """Items within the threshold of (or equal to) a training prompt, with the closest match."""
     hits: dict[int, dict[str, Any]] = {}
     report: dict[str, Any] = {}
     for pool_name, get in pools.items():
         rows = get()
         found: dict[int, tuple[float, str]] = {}
-        for i, j, sim in similar_pairs([it.fp for it in items], [Fingerprint.of(t) for _, t in rows],
-                                       threshold):
+        for i, j, sim in similar_pairs([it.fp for it in items], [Fingerprint.of(t) for _, t in rows], threshold):
             if sim > found.get(i, (-1.0, ""))[0]:
                 found[i] = (sim, rows[j][0])
         report[pool_name] = {"rows": len(rows), "overlapping_prompts": len(found)}
@@ -78,8 +83,9 @@ def _training_overlaps(items: list[_Item], pools: dict[str, Callable[[], list[tu
     return hits, report
 
 
-def _dedup(items: list[_Item], keep: list[int], threshold: float
-           ) -> tuple[list[int], dict[int, dict[str, Any]], dict[str, dict[str, int]]]:
+def _dedup(
+    items: list[_Item], keep: list[int], threshold: float
+) -> tuple[list[int], dict[int, dict[str, Any]], dict[str, dict[str, int]]]:
     """Greedy, in priority order: keep an item unless it equals or is within the
     threshold of one already kept. Greedy (not connected components) so a chain of
     near-duplicates A~B~C does not drop a C that differs from A; it still leaves no
@@ -145,11 +151,19 @@ def _rank(seed: int, name: str, item_id: str) -> str:
     return hashlib.sha256(f"{seed}\0{name}\0{item_id}".encode()).hexdigest()
 
 
-
-def _build(name: str, description: str, specs: Sequence[_SetSpec],
-           pools: dict[str, Callable[[], list[tuple[str, str]]]], *, seed: int, threshold: float,
-           n_validation: int, n_test: int | None, dedup: bool,
-           stratum: Callable[[_Item], str]) -> dict[str, Any]:
+def _build(
+    name: str,
+    description: str,
+    specs: Sequence[_SetSpec],
+    pools: dict[str, Callable[[], list[tuple[str, str]]]],
+    *,
+    seed: int,
+    threshold: float,
+    n_validation: int,
+    n_test: int | None,
+    dedup: bool,
+    stratum: Callable[[_Item], str],
+) -> dict[str, Any]:
     """The JSON document of one split (see the module docstring for the rules)."""
     items, files = _items(specs)
     excluded, pool_report = _training_overlaps(items, pools, threshold)
@@ -173,8 +187,9 @@ def _build(name: str, description: str, specs: Sequence[_SetSpec],
     for s, us in sorted(strata.items()):
         count = {"validation": 0, "test": 0}
         for unit in sorted(us, key=lambda u: _rank(seed, name, items[u[0]].id)):
-            part = next((p for p, want in (("validation", want_val[s]), ("test", want_test[s]))
-                         if count[p] < want), None)
+            part = next(
+                (p for p, want in (("validation", want_val[s]), ("test", want_test[s])) if count[p] < want), None
+            )
             if part is None:
                 break
             chosen[part] += [items[k].id for k in unit]
@@ -185,8 +200,18 @@ def _build(name: str, description: str, specs: Sequence[_SetSpec],
     records = {it.id: it.record() for it in items}
     counts: dict[str, dict[str, int]] = {}
     for k, it in enumerate(items):
-        c = counts.setdefault(it.set, {"candidates": 0, "training_overlap": 0, "exact_duplicate": 0,
-                                       "near_duplicate": 0, "validation": 0, "test": 0, "unused": 0})
+        c = counts.setdefault(
+            it.set,
+            {
+                "candidates": 0,
+                "training_overlap": 0,
+                "exact_duplicate": 0,
+                "near_duplicate": 0,
+                "validation": 0,
+                "test": 0,
+                "unused": 0,
+            },
+        )
         c["candidates"] += 1
         c[removed[k]["reason"] if k in removed else in_split.get(it.id, "unused")] += 1
     return {
@@ -194,11 +219,14 @@ def _build(name: str, description: str, specs: Sequence[_SetSpec],
         "version": VERSION,
         "description": description,
         "seed": seed,
-        "near_duplicate": {"measure": "ussafety.data.splits.similarity: Jaccard of the request's "
-                                      "content words; for two contextual prompts the smaller of "
-                                      "that and the contexts' Jaccard",
-                           "threshold": threshold, "stop_words": sorted(STOP_WORDS),
-                           "normalisation": "NFKC, casefold, punctuation -> space, whitespace collapsed"},
+        "near_duplicate": {
+            "measure": "ussafety.data.splits.similarity: Jaccard of the request's "
+            "content words; for two contextual prompts the smaller of "
+            "that and the contexts' Jaccard",
+            "threshold": threshold,
+            "stop_words": sorted(STOP_WORDS),
+            "normalisation": "NFKC, casefold, punctuation -> space, whitespace collapsed",
+        },
         "files": files,
         "training_pools": pool_report,
         "merged_pairs": merged,
@@ -206,13 +234,14 @@ def _build(name: str, description: str, specs: Sequence[_SetSpec],
         "sha256": canonical_sha256(splits, records),
         "splits": splits,
         "items": {i: records[i] for p in SPLITS for i in splits[p]},
-        "removed": {items[k].id: {**records[items[k].id], **info}
-                    for k, info in sorted(removed.items(), key=lambda kv: _id_key(items[kv[0]].id))},
+        "removed": {
+            items[k].id: {**records[items[k].id], **info}
+            for k, info in sorted(removed.items(), key=lambda kv: _id_key(items[kv[0]].id))
+        },
     }
 
 
-def build_harmful_split(seed: int = SEED, threshold: float = THRESHOLD,
-                        n_validation: int = 200) -> dict[str, Any]:
+def build_harmful_split(seed: int = SEED, threshold: float = THRESHOLD, n_validation: int = 200) -> dict[str, Any]:
     """Harmful prompts of every behaviour set in the mirror, deduplicated, split by set.
 
     Sets: AdvBench behaviours, HarmBench standard and contextual behaviours (test and
@@ -223,29 +252,44 @@ def build_harmful_split(seed: int = SEED, threshold: float = THRESHOLD,
     of full) and every training pool. Validation is ``n_validation`` prompts spread over
     the sets in proportion to their size; test is the rest.
     """
-    return _build(HARMFUL, "Harmful prompts for ASR: validation chooses method strengths, test "
-                  "reports. Deduplicated across sets; xstest_unsafe is a further set that "
-                  "harmful_split(include_xstest_unsafe=False) leaves out.",
-                  HARMFUL_SETS, SAFETY_POOLS, seed=seed, threshold=threshold,
-                  n_validation=n_validation, n_test=None, dedup=True, stratum=lambda it: it.set)
+    return _build(
+        HARMFUL,
+        "Harmful prompts for ASR: validation chooses method strengths, test "
+        "reports. Deduplicated across sets; xstest_unsafe is a further set that "
+        "harmful_split(include_xstest_unsafe=False) leaves out.",
+        HARMFUL_SETS,
+        SAFETY_POOLS,
+        seed=seed,
+        threshold=threshold,
+        n_validation=n_validation,
+        n_test=None,
+        dedup=True,
+        stratum=lambda it: it.set,
+    )
 
 
-def build_xstest_safe_split(seed: int = SEED, threshold: float = THRESHOLD,
-                            n_validation: int = 50) -> dict[str, Any]:
+def build_xstest_safe_split(seed: int = SEED, threshold: float = THRESHOLD, n_validation: int = 50) -> dict[str, Any]:
     """XSTest's safe prompts for over-refusal: ``n_validation`` held out (stratified by
     prompt type), the rest for test. Not deduplicated (XSTest is a fixed benchmark whose
     rates are compared with published ones); near-duplicate groups stay in one part."""
-    return _build(XSTEST_SAFE, "XSTest safe prompts (must not be refused): validation for "
-                  "strength selection, test for over-refusal rates.",
-                  XSTEST_SAFE_SETS, SAFETY_POOLS, seed=seed, threshold=threshold,
-                  n_validation=n_validation, n_test=None, dedup=False,
-                  stratum=lambda it: it.category or "")
+    return _build(
+        XSTEST_SAFE,
+        "XSTest safe prompts (must not be refused): validation for strength selection, test for over-refusal rates.",
+        XSTEST_SAFE_SETS,
+        SAFETY_POOLS,
+        seed=seed,
+        threshold=threshold,
+        n_validation=n_validation,
+        n_test=None,
+        dedup=False,
+        stratum=lambda it: it.category or "",
+    )
 
 
 # task -> (validation size, test size or None for all the rest, stratify by category?)
 TASK_SIZES: dict[str, tuple[int, int | None, bool]] = {
-    "sst2": (200, None, True),       # 872 labelled GLUE dev sentences; stratified by label
-    "gsm8k": (100, 500, False),      # of 1,319; 256-token answers make every problem costly
+    "sst2": (200, None, True),  # 872 labelled GLUE dev sentences; stratified by label
+    "gsm8k": (100, 500, False),  # of 1,319; 256-token answers make every problem costly
     "humaneval": (20, None, False),  # no other executable code set in the mirror
 }
 
@@ -254,18 +298,24 @@ def build_task_split(task: str, seed: int = SEED, threshold: float = THRESHOLD) 
     """A task's evaluation file split into validation and test (sizes in ``TASK_SIZES``),
     minus anything within the threshold of the rows fine-tuning draws from."""
     n_val, n_test, by_category = TASK_SIZES[task]
-    return _build(TASK_SPLITS[task], f"{task} evaluation problems: validation for strength "
-                  "selection, test for the reported task score.",
-                  TASK_SETS[task], TASK_POOLS[task], seed=seed, threshold=threshold,
-                  n_validation=n_val, n_test=n_test, dedup=False,
-                  stratum=(lambda it: it.category or "") if by_category else (lambda it: ""))
+    return _build(
+        TASK_SPLITS[task],
+        f"{task} evaluation problems: validation for strength selection, test for the reported task score.",
+        TASK_SETS[task],
+        TASK_POOLS[task],
+        seed=seed,
+        threshold=threshold,
+        n_validation=n_val,
+        n_test=n_test,
+        dedup=False,
+        stratum=(lambda it: it.category or "") if by_category else (lambda it: ""),
+    )
 
 
 def build_all(seed: int = SEED, threshold: float = THRESHOLD) -> dict[str, dict[str, Any]]:
     """Every split document by name (needs the mirror)."""
     require_mirror()
-    docs = {HARMFUL: build_harmful_split(seed, threshold),
-            XSTEST_SAFE: build_xstest_safe_split(seed, threshold)}
+    docs = {HARMFUL: build_harmful_split(seed, threshold), XSTEST_SAFE: build_xstest_safe_split(seed, threshold)}
     for task in TASK_SPLITS:
         docs[TASK_SPLITS[task]] = build_task_split(task, seed, threshold)
     return docs
@@ -278,8 +328,7 @@ def dumps(doc: dict[str, Any]) -> str:
     """The file text of a split document: sorted keys, so equal documents are equal bytes;
     objects of plain values (one id's record) on one line, so a diff shows one line per id."""
     text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False)
-    return _LEAF_OBJECT.sub(lambda m: "{" + " ".join(p.strip() for p in m.group(1).split("\n")) + "}",
-                            text) + "\n"
+    return _LEAF_OBJECT.sub(lambda m: "{" + " ".join(p.strip() for p in m.group(1).split("\n")) + "}", text) + "\n"
 
 
 def write_splits(docs: dict[str, dict[str, Any]], directory: Path = SPLITS_DIR) -> list[Path]:

@@ -25,8 +25,9 @@ def check(directory: Path = SPLITS_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ussafety.data.splits",
-                                     description="Build or check the committed evaluation splits.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ussafety.data.splits", description="Build or check the committed evaluation splits."
+    )
     parser.add_argument("command", choices=["build", "check", "show"])
     parser.add_argument("--dir", type=Path, default=SPLITS_DIR, help="where the JSON files live")
     args = parser.parse_args(argv)
@@ -39,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     for name in NAMES:
         doc = read_split(name, args.dir)
-        print(f"{name}  sha256 {split_sha256(name, args.dir)}  validation {len(doc['splits']['validation'])}"
-              f"  test {len(doc['splits']['test'])}")
+        print(
+            f"{name}  sha256 {split_sha256(name, args.dir)}  validation {len(doc['splits']['validation'])}"
+            f"  test {len(doc['splits']['test'])}"
+        )
         for s, c in doc["counts"].items():
             print(f"  {s:22s} {c}")
     return 0
-

@@ -21,7 +21,8 @@ from ussafety.data.splits.base import THRESHOLD
 # Function words, generic people, and the framing verbs/nouns of a request: removing them
 # leaves what is asked for, so "Create a tutorial on how to make a bomb" and "Give
 # step-by-step instructions for how to make a bomb" both reduce to {bomb}.
-STOP_WORDS: frozenset[str] = frozenset("""
+STOP_WORDS: frozenset[str] = frozenset(
+    """
 a an the and or but of to for in on at by with from into onto about as that this these those
 it its his her their them they he she we you your yours i me my our us
 how what which who whom whose where when why is are be been being was were do does did
@@ -30,7 +31,8 @@ someone somebody something people person user
 write create provide give develop outline generate explain describe instruct teach show
 design demonstrate suggest produce illustrate make guide guidance tutorial instruction
 step detail detailed
-""".split())  # noqa: SIM905 (a word list reads better as text)
+""".split()
+)
 
 
 def normalise(text: str) -> str:
@@ -70,8 +72,12 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def near_pairs(left: Sequence[frozenset[str]], right: Sequence[frozenset[str]] | None = None,
-               threshold: float = THRESHOLD, chunk: int = 256) -> list[tuple[int, int, float]]:
+def near_pairs(
+    left: Sequence[frozenset[str]],
+    right: Sequence[frozenset[str]] | None = None,
+    threshold: float = THRESHOLD,
+    chunk: int = 256,
+) -> list[tuple[int, int, float]]:
     """All ``(i, j, jaccard)`` with jaccard(left[i], right[j]) >= threshold.
 
     Without ``right`` the pairs within ``left`` (i < j). Sparse intersection counts
@@ -88,14 +94,13 @@ def near_pairs(left: Sequence[frozenset[str]], right: Sequence[frozenset[str]] |
                 rows.append(i)
                 cols.append(vocab.setdefault(w, len(vocab)))
         coords.append((rows, cols, len(sets)))
-    a, b = (sparse.csr_matrix((np.ones(len(r), dtype=np.int32), (r, c)), shape=(n, len(vocab)))
-            for r, c, n in coords)
+    a, b = (sparse.csr_matrix((np.ones(len(r), dtype=np.int32), (r, c)), shape=(n, len(vocab))) for r, c, n in coords)
     size_a = np.diff(a.indptr)
     size_b = np.diff(b.indptr)
     bt = b.T.tocsc()
     out: list[tuple[int, int, float]] = []
     for start in range(0, a.shape[0], chunk):
-        inter = (a[start:start + chunk] @ bt).tocoo()
+        inter = (a[start : start + chunk] @ bt).tocoo()
         i, j, n = inter.row + start, inter.col, inter.data
         sim = n / (size_a[i] + size_b[j] - n)
         hit = (sim >= threshold) & ((j > i) if same else True)
@@ -116,8 +121,7 @@ class Fingerprint:
 
     @classmethod
     def of(cls, text: str, request: str | None = None, context: str = "") -> Fingerprint:
-        return cls(normalise(text), content_words(text if request is None else request),
-                   content_words(context))
+        return cls(normalise(text), content_words(text if request is None else request), content_words(context))
 
 
 def similarity(a: Fingerprint, b: Fingerprint) -> float:
@@ -138,14 +142,18 @@ def similarity(a: Fingerprint, b: Fingerprint) -> float:
     return min(sim, jaccard(a.context, b.context)) if a.context else sim
 
 
-def similar_pairs(left: Sequence[Fingerprint], right: Sequence[Fingerprint] | None = None,
-                  threshold: float = THRESHOLD) -> list[tuple[int, int, float]]:
+def similar_pairs(
+    left: Sequence[Fingerprint], right: Sequence[Fingerprint] | None = None, threshold: float = THRESHOLD
+) -> list[tuple[int, int, float]]:
     """All ``(i, j, similarity)`` >= threshold, exact duplicates included (see
     :func:`similarity`); without ``right`` the pairs within ``left`` (i < j)."""
     other = left if right is None else right
-    found = {(i, j) for i, j, _ in near_pairs([f.request for f in left],
-                                              None if right is None else [f.request for f in right],
-                                              threshold)}
+    found = {
+        (i, j)
+        for i, j, _ in near_pairs(
+            [f.request for f in left], None if right is None else [f.request for f in right], threshold
+        )
+    }
     by_norm: dict[str, list[int]] = defaultdict(list)
     for j, f in enumerate(other):
         by_norm[f.norm].append(j)

@@ -43,8 +43,9 @@ def split_sha256(name: str, directory: Path = SPLITS_DIR) -> str:
     doc = read_split(name, directory)
     sha = canonical_sha256(doc["splits"], doc["items"])
     if sha != doc["sha256"]:
-        raise SplitMismatchError(f"{name}: recorded sha256 {doc['sha256']} but its ids hash to {sha} "
-                                 "(the file was edited; rebuild it)")
+        raise SplitMismatchError(
+            f"{name}: recorded sha256 {doc['sha256']} but its ids hash to {sha} (the file was edited; rebuild it)"
+        )
     return sha
 
 
@@ -52,14 +53,19 @@ def split_provenance(name: str, directory: Path = SPLITS_DIR) -> dict[str, Any]:
     """What a run record names for split ``name``: name, version, seed, threshold, the
     split's sha256 and the sha256 of every mirror file its ids point into."""
     doc = read_split(name, directory)
-    return {"name": name, "version": doc["version"], "seed": doc["seed"],
-            "threshold": doc["near_duplicate"]["threshold"], "sha256": split_sha256(name, directory),
-            "files": doc["files"]}
+    return {
+        "name": name,
+        "version": doc["version"],
+        "seed": doc["seed"],
+        "threshold": doc["near_duplicate"]["threshold"],
+        "sha256": split_sha256(name, directory),
+        "files": doc["files"],
+    }
 
 
-
-def split_examples(name: str, split: SplitName, sets: Iterable[str] | None = None,
-                   directory: Path = SPLITS_DIR) -> list[Example]:
+def split_examples(
+    name: str, split: SplitName, sets: Iterable[str] | None = None, directory: Path = SPLITS_DIR
+) -> list[Example]:
     """The Examples of one part of split ``name``, in id order ((source, row)).
 
     Loaded through the mirror's loaders (checksums verified); each prompt's normalised
@@ -84,10 +90,17 @@ def split_examples(name: str, split: SplitName, sets: Iterable[str] | None = Non
         if ex is None:
             raise SplitMismatchError(f"{name}: id {i} ({rec['set']}) is not in the mirror")
         if prompt_sha256(_SPEC_BY_SET[rec["set"]].key(ex)) != rec["prompt_sha256"]:
-            raise SplitMismatchError(f"{name}: the prompt of {i} changed in the mirror "
-                                     "(normalised sha256 differs from the recorded one)")
-        meta = {**ex.meta, "split_name": name, "split": split, "split_id": i, "set": rec["set"],
-                "category": rec["category"]}
+            raise SplitMismatchError(
+                f"{name}: the prompt of {i} changed in the mirror (normalised sha256 differs from the recorded one)"
+            )
+        meta = {
+            **ex.meta,
+            "split_name": name,
+            "split": split,
+            "split_id": i,
+            "set": rec["set"],
+            "category": rec["category"],
+        }
         out.append(dataclasses.replace(ex, meta=meta))
     return out
 

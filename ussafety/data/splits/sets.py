@@ -54,9 +54,14 @@ def _harmbench_contextual(split: str) -> list[Example]:
         if rec["FunctionalCategory"] != "contextual":
             continue
         prompt = HARMBENCH_CONTEXT_TEMPLATE.format(context=rec["ContextString"], behavior=rec["Behavior"])
-        meta = {"category": rec["SemanticCategory"], "behavior_id": rec["BehaviorID"],
-                "behavior": rec["Behavior"], "context": rec["ContextString"],
-                "functional_category": "contextual", "harmful": True}
+        meta = {
+            "category": rec["SemanticCategory"],
+            "behavior_id": rec["BehaviorID"],
+            "behavior": rec["Behavior"],
+            "context": rec["ContextString"],
+            "functional_category": "contextual",
+            "harmful": True,
+        }
         out.append(Example(prompt, source=f"harmbench/{fname}", row=row, sha256=sha, meta=meta))
     return out
 
@@ -70,9 +75,11 @@ def _xstest(label: str) -> list[Example]:
 # XSTest's contrasts are the further set and give way to the behaviour benchmarks.
 HARMFUL_SETS: tuple[_SetSpec, ...] = (
     _SetSpec("harmbench", lambda: load("harmbench", "test") + load("harmbench", "val")),
-    _SetSpec("harmbench_contextual",
-             lambda: _harmbench_contextual("test") + _harmbench_contextual("val"),
-             split_context=lambda ex: (ex.meta["behavior"], ex.meta["context"])),
+    _SetSpec(
+        "harmbench_contextual",
+        lambda: _harmbench_contextual("test") + _harmbench_contextual("val"),
+        split_context=lambda ex: (ex.meta["behavior"], ex.meta["context"]),
+    ),
     _SetSpec("strongreject", lambda: load("strongreject", "full")),
     _SetSpec("advbench", lambda: load("advbench", "test"), category=lambda ex: None),
     _SetSpec("xstest_unsafe", lambda: _xstest("unsafe"), category=lambda ex: ex.meta["type"]),
@@ -80,11 +87,20 @@ HARMFUL_SETS: tuple[_SetSpec, ...] = (
 XSTEST_SAFE_SETS = (_SetSpec("xstest_safe", lambda: _xstest("safe"), category=lambda ex: ex.meta["type"]),)
 TASK_SETS: dict[str, tuple[_SetSpec, ...]] = {
     # SST-2 is compared on the bare sentence, not the instruction template around it.
-    "sst2": (_SetSpec("sst2", lambda: load("sst2", "test"), key=lambda ex: ex.meta["sentence"],
-                      category=lambda ex: ("negative", "positive")[ex.meta["label"]]),),
+    "sst2": (
+        _SetSpec(
+            "sst2",
+            lambda: load("sst2", "test"),
+            key=lambda ex: ex.meta["sentence"],
+            category=lambda ex: ("negative", "positive")[ex.meta["label"]],
+        ),
+    ),
     "gsm8k": (_SetSpec("gsm8k", lambda: load("gsm8k", "test"), category=lambda ex: None),),
-    "humaneval": (_SetSpec("humaneval", lambda: load("humaneval", "test"),
-                           key=lambda ex: ex.meta["prompt"], category=lambda ex: None),),
+    "humaneval": (
+        _SetSpec(
+            "humaneval", lambda: load("humaneval", "test"), key=lambda ex: ex.meta["prompt"], category=lambda ex: None
+        ),
+    ),
 }
 
 
@@ -106,15 +122,21 @@ def _merged_rows(filename: str, flag: str) -> list[tuple[str, str]]:
     return out
 
 
-def _pool(name: str, split: str = "default", key: Callable[[Example], str] = lambda ex: ex.prompt
-          ) -> Callable[[], list[tuple[str, str]]]:
+def _pool(
+    name: str, split: str = "default", key: Callable[[Example], str] = lambda ex: ex.prompt
+) -> Callable[[], list[tuple[str, str]]]:
     return lambda: [(_id(ex), key(ex)) for ex in load(name, split)]
 
 
-_MERGED_FILES = ("sst2_train_merged_n1000_p0.json", "sst2_train_merged_n1000_p0.01.json",
-                 "sst2_train_merged_n1000_p0.05.json", "sst2_train_merged_n1000_p0.1.json",
-                 "sst2_train_merged_n1000_p0.2.json", "gsm8k_train_merged_n1000_p0.05.json",
-                 "ag_news_train_merged_n1000_p0.05.json")
+_MERGED_FILES = (
+    "sst2_train_merged_n1000_p0.json",
+    "sst2_train_merged_n1000_p0.01.json",
+    "sst2_train_merged_n1000_p0.05.json",
+    "sst2_train_merged_n1000_p0.1.json",
+    "sst2_train_merged_n1000_p0.2.json",
+    "gsm8k_train_merged_n1000_p0.05.json",
+    "ag_news_train_merged_n1000_p0.05.json",
+)
 
 # Training pools the prompts must stay apart from: what poisons an upload, what aligns
 # the model (refusals, helpful Alpaca/Dolly, AOA), what trains the learned judge (HH
@@ -130,15 +152,22 @@ SAFETY_POOLS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "hh_rlhf": _pool("hh_rlhf_harmful"),
 }
 TASK_POOLS: dict[str, dict[str, Callable[[], list[tuple[str, str]]]]] = {
-    "sst2": {"sst2_train": _pool("sst2", "train", key=lambda ex: ex.meta["sentence"]),
-             "poisoned_sst2_task_rows": lambda: [r for f in _MERGED_FILES if f.startswith("sst2")
-                                                 for r in _merged_rows(f, "finetune")]},
-    "gsm8k": {"gsm8k_train": _pool("gsm8k", "train"),
-              "poisoned_gsm8k_task_rows": lambda: _merged_rows("gsm8k_train_merged_n1000_p0.05.json",
-                                                               "finetune")},
+    "sst2": {
+        "sst2_train": _pool("sst2", "train", key=lambda ex: ex.meta["sentence"]),
+        "poisoned_sst2_task_rows": lambda: [
+            r for f in _MERGED_FILES if f.startswith("sst2") for r in _merged_rows(f, "finetune")
+        ],
+    },
+    "gsm8k": {
+        "gsm8k_train": _pool("gsm8k", "train"),
+        "poisoned_gsm8k_task_rows": lambda: _merged_rows("gsm8k_train_merged_n1000_p0.05.json", "finetune"),
+    },
     "humaneval": {"code_alpaca": _pool("code_alpaca", "train")},
 }
 
-_SPECS: dict[str, tuple[_SetSpec, ...]] = {HARMFUL: HARMFUL_SETS, XSTEST_SAFE: XSTEST_SAFE_SETS,
-                                           **{TASK_SPLITS[t]: TASK_SETS[t] for t in TASK_SPLITS}}
+_SPECS: dict[str, tuple[_SetSpec, ...]] = {
+    HARMFUL: HARMFUL_SETS,
+    XSTEST_SAFE: XSTEST_SAFE_SETS,
+    **{TASK_SPLITS[t]: TASK_SETS[t] for t in TASK_SPLITS},
+}
 _SPEC_BY_SET: dict[str, _SetSpec] = {spec.name: spec for specs in _SPECS.values() for spec in specs}

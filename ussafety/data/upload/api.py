@@ -17,9 +17,15 @@ from ussafety.data.upload.tokens import ControlTokenMode, _extra_tokens, _scanne
 
 # ----------------------------------------------------------------------------- reading
 
-def read_upload(path: str | Path, *, max_chars: int = MAX_CHARS,
-                max_problems: int = MAX_PROBLEMS, control_tokens: ControlTokenMode = "refuse",
-                special_tokens: Iterable[str] = ()) -> UploadResult:
+
+def read_upload(
+    path: str | Path,
+    *,
+    max_chars: int = MAX_CHARS,
+    max_problems: int = MAX_PROBLEMS,
+    control_tokens: ControlTokenMode = "refuse",
+    special_tokens: Iterable[str] = (),
+) -> UploadResult:
     """Parse and validate an upload without raising for its content.
 
     ``control_tokens``: ``"refuse"`` reports every text holding a control token,
@@ -35,9 +41,18 @@ def read_upload(path: str | Path, *, max_chars: int = MAX_CHARS,
         raise ValueError(f"control_tokens must be 'refuse' or 'escape', got {control_tokens!r}")
     p = Path(path)
     probs = _Problems(max_problems)
-    result = UploadResult(file=str(p), sha256=None, format=None, rows_total=0, examples=[],
-                          problems=[], problems_total=0, escaped=[], schemas={},
-                          control_tokens=control_tokens)
+    result = UploadResult(
+        file=str(p),
+        sha256=None,
+        format=None,
+        rows_total=0,
+        examples=[],
+        problems=[],
+        problems_total=0,
+        escaped=[],
+        schemas={},
+        control_tokens=control_tokens,
+    )
 
     def finish() -> UploadResult:
         result.problems, result.problems_total = probs.sorted(), probs.total
@@ -50,13 +65,11 @@ def read_upload(path: str | Path, *, max_chars: int = MAX_CHARS,
         return finish()
     result.sha256, result.size_bytes = hashlib.sha256(data).hexdigest(), len(data)
     if not data.strip(b" \t\r\n" + _BOM):
-        probs.add(None, None, "file is empty" if not data else "file contains only whitespace",
-                  kind="file")
+        probs.add(None, None, "file is empty" if not data else "file contains only whitespace", kind="file")
         return finish()
     fmt = _detect_format(p, data)
     if fmt is None:
-        probs.add(None, None, f"unknown format (suffix '{p.suffix}'): use .jsonl, .json or .csv",
-                  kind="file")
+        probs.add(None, None, f"unknown format (suffix '{p.suffix}'): use .jsonl, .json or .csv", kind="file")
         return finish()
     result.format = fmt
     reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv}[fmt]
@@ -73,50 +86,77 @@ def read_upload(path: str | Path, *, max_chars: int = MAX_CHARS,
             result.schemas[schema] = result.schemas.get(schema, 0) + 1
         if parts is None:
             continue
-        key = (parts.system, tuple(tuple(sorted(m.items())) for m in parts.history),
-               parts.prompt, parts.response)
+        key = (parts.system, tuple(tuple(sorted(m.items())) for m in parts.history), parts.prompt, parts.response)
         if key in seen:
             first_row, first_line = seen[key]
             at = f" (line {first_line})" if first_line is not None else ""
-            probs.add(row, None, f"exact duplicate of row {first_row}{at}", line,
-                      other_row=first_row, kind="duplicate")
+            probs.add(row, None, f"exact duplicate of row {first_row}{at}", line, other_row=first_row, kind="duplicate")
             continue
         seen[key] = (row, line)
         meta: dict[str, Any] = {"line": line, "format": fmt, "schema": schema}
         if check.escaped:
             meta["escaped"] = check.escaped
             result.escaped.append({"row": row, "line": line, "fields": check.escaped})
-        result.examples.append(Example(prompt=parts.prompt, response=parts.response,
-                                       source=f"upload/{p.name}", row=row - 1, sha256=result.sha256,
-                                       history=parts.history, system=parts.system, meta=meta))
+        result.examples.append(
+            Example(
+                prompt=parts.prompt,
+                response=parts.response,
+                source=f"upload/{p.name}",
+                row=row - 1,
+                sha256=result.sha256,
+                history=parts.history,
+                system=parts.system,
+                meta=meta,
+            )
+        )
     return finish()
 
 
-def load_upload(path: str | Path, *, max_chars: int = MAX_CHARS,
-                max_problems: int = MAX_PROBLEMS, control_tokens: ControlTokenMode = "refuse",
-                special_tokens: Iterable[str] = ()) -> list[Example]:
+def load_upload(
+    path: str | Path,
+    *,
+    max_chars: int = MAX_CHARS,
+    max_problems: int = MAX_PROBLEMS,
+    control_tokens: ControlTokenMode = "refuse",
+    special_tokens: Iterable[str] = (),
+) -> list[Example]:
     """Parse and validate an upload; raise one UploadError listing all problems found.
 
     The options are those of ``read_upload``; the returned examples carry what
     ``read_upload`` puts in their ``meta`` (including which rows were escaped).
     """
-    result = read_upload(path, max_chars=max_chars, max_problems=max_problems,
-                         control_tokens=control_tokens, special_tokens=special_tokens)
+    result = read_upload(
+        path,
+        max_chars=max_chars,
+        max_problems=max_problems,
+        control_tokens=control_tokens,
+        special_tokens=special_tokens,
+    )
     if not result.ok:
         raise result.error()
     return result.examples
 
 
-def validate_upload_report(path: str | Path, *, max_chars: int = MAX_CHARS,
-                           max_problems: int = MAX_PROBLEMS,
-                           control_tokens: ControlTokenMode = "refuse",
-                           special_tokens: Iterable[str] = ()) -> dict[str, Any]:
+def validate_upload_report(
+    path: str | Path,
+    *,
+    max_chars: int = MAX_CHARS,
+    max_problems: int = MAX_PROBLEMS,
+    control_tokens: ControlTokenMode = "refuse",
+    special_tokens: Iterable[str] = (),
+) -> dict[str, Any]:
     """The JSON-serialisable report of an upload (``report["ok"]`` says if it is usable)."""
-    return read_upload(path, max_chars=max_chars, max_problems=max_problems,
-                       control_tokens=control_tokens, special_tokens=special_tokens).report()
+    return read_upload(
+        path,
+        max_chars=max_chars,
+        max_problems=max_problems,
+        control_tokens=control_tokens,
+        special_tokens=special_tokens,
+    ).report()
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def write_upload(examples: Iterable[Example], path: str | Path) -> Path:
     """Write examples as an upload JSONL atomically (temp file in the same folder + os.replace).
@@ -130,7 +170,8 @@ def write_upload(examples: Iterable[Example], path: str | Path) -> Path:
     for i, ex in enumerate(examples):
         if not isinstance(ex.response, str):
             raise ValueError(f"example {i} (source {ex.source!r}, row {ex.row}) has no response")
-        rec: dict[str, Any] = ({"messages": ex.messages()} if ex.history or ex.system
-                               else {"prompt": ex.prompt, "response": ex.response})
+        rec: dict[str, Any] = (
+            {"messages": ex.messages()} if ex.history or ex.system else {"prompt": ex.prompt, "response": ex.response}
+        )
         lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
     return write_text_atomic(target, "".join(lines))

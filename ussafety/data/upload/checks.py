@@ -33,7 +33,6 @@ class _Parts:
     system: str | None = None
 
 
-
 @dataclass(frozen=True)
 class _Settings:
     max_chars: int
@@ -58,8 +57,7 @@ class _Row:
         """The checked (and, in escape mode, defused) text, or None after reporting."""
         if key not in container or container[key] is None:
             if required:
-                self.problem(field_name, "is missing" if key not in container else "is null",
-                             "missing_field")
+                self.problem(field_name, "is missing" if key not in container else "is null", "missing_field")
             return None
         value = container[key]
         if not isinstance(value, str):
@@ -70,15 +68,17 @@ class _Row:
             return None
         max_chars = self.settings.max_chars
         if len(value) > max_chars:
-            self.problem(field_name, f"has {len(value)} characters, more than the limit of "
-                         f"{max_chars}", "too_long")
+            self.problem(field_name, f"has {len(value)} characters, more than the limit of {max_chars}", "too_long")
             return None
         clean = True
         bad = _CONTROL_CHARS.search(value)
         if bad:
-            self.problem(field_name, f"contains {_describe_char(bad.group())} at character "
-                         f"{bad.start() + 1}; control characters are not allowed in training text",
-                         "control_char")
+            self.problem(
+                field_name,
+                f"contains {_describe_char(bad.group())} at character "
+                f"{bad.start() + 1}; control characters are not allowed in training text",
+                "control_char",
+            )
             clean = False
         scanner = self.settings.scanner
         found = scanner.find(value)
@@ -86,25 +86,32 @@ class _Row:
             value = scanner.escape(value)
             left = scanner.find(value)
             if left:
-                self.problem(field_name, f"contains control token(s) {_quote(left, scanner)} "
-                             "that cannot be escaped", "control_token")
+                self.problem(
+                    field_name,
+                    f"contains control token(s) {_quote(left, scanner)} that cannot be escaped",
+                    "control_token",
+                )
                 clean = False
             else:
                 self.escaped[field_name] = found
         elif found:
-            self.problem(field_name, f"contains chat-template control token(s) "
-                         f"{_quote(found, scanner)}: the tokenizer would read them as real turn "
-                         "markers, letting the text inject turns (e.g. a system prompt) into "
-                         "training; remove them, or ask for control_tokens='escape'",
-                         "control_token")
+            self.problem(
+                field_name,
+                f"contains chat-template control token(s) "
+                f"{_quote(found, scanner)}: the tokenizer would read them as real turn "
+                "markers, letting the text inject turns (e.g. a system prompt) into "
+                "training; remove them, or ask for control_tokens='escape'",
+                "control_token",
+            )
             clean = False
         return value if clean else None
 
-    def messages(self, value: Any, field_name: str) -> list[dict[str, str]] | None:
+    def messages(self, value: Any, field_name: str) -> list[dict[str, Any]] | None:
         """A list of {role, content} objects, each checked; None after reporting."""
         if not isinstance(value, list):
-            self.problem(field_name, "must be a list of {role, content} objects, got "
-                         f"{type(value).__name__}", "wrong_type")
+            self.problem(
+                field_name, f"must be a list of {{role, content}} objects, got {type(value).__name__}", "wrong_type"
+            )
             return None
         if not value:
             self.problem(field_name, "must be a non-empty list of {role, content} objects", "empty")
@@ -119,8 +126,7 @@ class _Row:
             role = m.get("role")
             if role not in ROLES:
                 got = "missing" if role is None else repr(role)
-                self.problem(f"{name}.role", f"unknown role {got} (expected one of "
-                             f"{', '.join(ROLES)})", "role")
+                self.problem(f"{name}.role", f"unknown role {got} (expected one of {', '.join(ROLES)})", "role")
             content = self.text(m, "content", f"{name}.content")
             out.append({"role": role, "content": content})
         return out if self.probs.total == before else None
@@ -165,8 +171,7 @@ def _validate(obj: Any, check: _Row) -> tuple[str | None, _Parts | None]:
         parts = _chat_parts(msgs, check) if msgs is not None else None
     elif schema == "prompt_completion":
         if "response" in obj:
-            check.problem("response", "a row has either 'response' or TRL's 'completion', not "
-                          "both", "format")
+            check.problem("response", "a row has either 'response' or TRL's 'completion', not both", "format")
         prompt = _trl_text(obj, "prompt", check)
         completion = _trl_text(obj, "completion", check)
         parts = _Parts(prompt, completion) if prompt and completion else None
@@ -181,8 +186,7 @@ def _validate(obj: Any, check: _Row) -> tuple[str | None, _Parts | None]:
         instruction = check.text(obj, "instruction", "instruction")
         extra = check.text(obj, "input", "input", required=False)
         output = check.text(obj, "output", "output")
-        parts = (_Parts(alpaca_prompt(instruction, extra), output)
-                 if instruction and output else None)
+        parts = _Parts(alpaca_prompt(instruction, extra), output) if instruction and output else None
     else:
         check.problem(None, _unknown_row_hint(obj), "format")
         return None, None
@@ -190,11 +194,14 @@ def _validate(obj: Any, check: _Row) -> tuple[str | None, _Parts | None]:
 
 
 def _unknown_row_hint(obj: dict) -> str:
-    accepted = ("needs prompt/response, prompt/completion (TRL), instruction/output or "
-                f"messages fields; found {sorted(obj)}")
+    accepted = (
+        f"needs prompt/response, prompt/completion (TRL), instruction/output or messages fields; found {sorted(obj)}"
+    )
     if "chosen" in obj or "rejected" in obj:
-        return accepted + " (preference rows with chosen/rejected are not supported: uploads " \
-                          "are for supervised fine-tuning)"
+        return (
+            accepted + " (preference rows with chosen/rejected are not supported: uploads "
+            "are for supervised fine-tuning)"
+        )
     if "text" in obj:
         return accepted + " (TRL language-modeling rows {'text'} have no prompt/response split)"
     return accepted
@@ -203,9 +210,12 @@ def _unknown_row_hint(obj: dict) -> str:
 def _trl_text(obj: dict, key: str, check: _Row) -> str | None:
     """A text field of TRL's standard prompt-completion format, naming both TRL shapes."""
     if key in obj and obj[key] is not None and not isinstance(obj[key], str):
-        check.problem(key, "must be a string (standard format) or a list of {role, content} "
-                      f"messages (conversational format), got {type(obj[key]).__name__}",
-                      "wrong_type")
+        check.problem(
+            key,
+            "must be a string (standard format) or a list of {role, content} "
+            f"messages (conversational format), got {type(obj[key]).__name__}",
+            "wrong_type",
+        )
         return None
     return check.text(obj, key, key)
 
@@ -217,8 +227,12 @@ def _trl_chat_parts(obj: dict, check: _Row) -> _Parts | None:
             check.problem(key, "is missing" if key not in obj else "is null", "missing_field")
             return None
         if not isinstance(obj[key], list):
-            check.problem(key, f"must be a list of messages because '{other}' is (conversational "
-                          f"format), got {type(obj[key]).__name__}", "wrong_type")
+            check.problem(
+                key,
+                f"must be a list of messages because '{other}' is (conversational "
+                f"format), got {type(obj[key]).__name__}",
+                "wrong_type",
+            )
             return None
     prompt = check.messages(obj["prompt"], "prompt")
     completion = check.messages(obj["completion"], "completion")
@@ -229,11 +243,15 @@ def _trl_chat_parts(obj: dict, check: _Row) -> _Parts | None:
         if m["role"] == "system" and i != 0:
             check.problem(f"prompt[{i}].role", "a system turn is only allowed first", "role")
     if prompt[-1]["role"] != "user":
-        check.problem(f"prompt[{len(prompt) - 1}].role", "the prompt must end with a user "
-                      "message (the completion answers it)", "role")
+        check.problem(
+            f"prompt[{len(prompt) - 1}].role",
+            "the prompt must end with a user message (the completion answers it)",
+            "role",
+        )
     if len(completion) != 1 or completion[0]["role"] != "assistant":
-        check.problem("completion", "must be exactly one message with role 'assistant' (the "
-                      "response to train on)", "role")
+        check.problem(
+            "completion", "must be exactly one message with role 'assistant' (the response to train on)", "role"
+        )
     if check.probs.total != before:
         return None
     system, history, user, response = split_chat(prompt + completion)
@@ -247,11 +265,15 @@ def _chat_parts(msgs: list[dict[str, str]], check: _Row) -> _Parts | None:
             check.problem(f"messages[{i}].role", "a system turn is only allowed first", "role")
     last = len(msgs) - 1
     if msgs[last]["role"] != "assistant":
-        check.problem(f"messages[{last}].role", "the last message must be from the assistant "
-                      "(it is the response to train on)", "role")
+        check.problem(
+            f"messages[{last}].role",
+            "the last message must be from the assistant (it is the response to train on)",
+            "role",
+        )
     elif last < 1 or msgs[last - 1]["role"] != "user":
-        check.problem(f"messages[{max(last - 1, 0)}].role",
-                      "the assistant's final answer must follow a user message", "role")
+        check.problem(
+            f"messages[{max(last - 1, 0)}].role", "the assistant's final answer must follow a user message", "role"
+        )
     if check.probs.total != before:
         return None
     system, history, prompt, response = split_chat(msgs)

@@ -49,10 +49,14 @@ def _decode_lines(data: bytes, probs: _Problems, row_of_line: bool) -> list[str 
         try:
             out.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
-            probs.add(row if row_of_line else None, None,
-                      f"not valid UTF-8 at byte offset {offset + e.start} "
-                      f"(byte 0x{raw[e.start]:02x}); save the file as UTF-8", number,
-                      kind="encoding")
+            probs.add(
+                row if row_of_line else None,
+                None,
+                f"not valid UTF-8 at byte offset {offset + e.start} "
+                f"(byte 0x{raw[e.start]:02x}); save the file as UTF-8",
+                number,
+                kind="encoding",
+            )
             out.append(None if row_of_line else raw.decode("utf-8", errors="replace"))
         offset += len(raw) + 1
     return out
@@ -94,35 +98,37 @@ def _read_json(data: bytes, probs: _Problems) -> tuple[list[tuple[int, int, Any]
         return i
 
     i = skip_ws(0)
-    if text[i:i + 1] != "[":
-        probs.add(None, None, "a .json upload must be a list of objects ([{...}, ...]); "
-                  "use .jsonl for one object per line", line_at(i), kind="format")
+    if text[i : i + 1] != "[":
+        probs.add(
+            None,
+            None,
+            "a .json upload must be a list of objects ([{...}, ...]); use .jsonl for one object per line",
+            line_at(i),
+            kind="format",
+        )
         return records, 0
     i = skip_ws(i + 1)
-    if text[i:i + 1] == "]":
+    if text[i : i + 1] == "]":
         return records, 0
     row = 0
     while True:
         try:
             obj, end = _JSON.raw_decode(text, i)
         except json.JSONDecodeError as e:
-            probs.add(row + 1, None, f"invalid JSON: {e.msg} at column {e.colno}", e.lineno,
-                      kind="parse")
+            probs.add(row + 1, None, f"invalid JSON: {e.msg} at column {e.colno}", e.lineno, kind="parse")
             return records, row + 1
         row += 1
         records.append((row, line_at(i), obj))
         i = skip_ws(end)
-        if text[i:i + 1] == ",":
+        if text[i : i + 1] == ",":
             i = skip_ws(i + 1)
             continue
-        if text[i:i + 1] == "]":
+        if text[i : i + 1] == "]":
             rest = skip_ws(i + 1)
             if rest < len(text):
-                probs.add(None, None, "unexpected content after the closing ']'", line_at(rest),
-                          kind="parse")
+                probs.add(None, None, "unexpected content after the closing ']'", line_at(rest), kind="parse")
             return records, row
-        probs.add(row, None, "invalid JSON: expected ',' or ']' after this row", line_at(i),
-                  kind="parse")
+        probs.add(row, None, "invalid JSON: expected ',' or ']' after this row", line_at(i), kind="parse")
         return records, row
 
 
@@ -150,8 +156,14 @@ def _read_csv(data: bytes, probs: _Problems) -> tuple[list[tuple[int, int, Any]]
         return records, 0
     header = [h.strip() for h in header]
     if not _CSV_COLUMNS & set(header):
-        probs.add(None, None, "CSV header needs columns prompt,response (or prompt,completion, "
-                  f"instruction,output, or messages); found {header}", 1, kind="format")
+        probs.add(
+            None,
+            None,
+            "CSV header needs columns prompt,response (or prompt,completion, "
+            f"instruction,output, or messages); found {header}",
+            1,
+            kind="format",
+        )
         return records, 0
     row, prev_end = 0, reader.line_num
     while True:
@@ -168,8 +180,7 @@ def _read_csv(data: bytes, probs: _Problems) -> tuple[list[tuple[int, int, Any]]
             continue
         row += 1
         if len(cells) != len(header):
-            probs.add(row, None, f"has {len(cells)} cells but the header has {len(header)}",
-                      start, kind="parse")
+            probs.add(row, None, f"has {len(cells)} cells but the header has {len(header)}", start, kind="parse")
             continue
         obj: dict[str, Any] = dict(zip(header, cells, strict=True))
         if "messages" in obj:
@@ -182,25 +193,36 @@ def _read_csv(data: bytes, probs: _Problems) -> tuple[list[tuple[int, int, Any]]
     return records, row
 
 
-def _csv_error(e: csv.Error, text: str, lines: list[str], start: int, at: int, row: int | None,
-               probs: _Problems) -> None:
+def _csv_error(
+    e: csv.Error, text: str, lines: list[str], start: int, at: int, row: int | None, probs: _Problems
+) -> None:
     """Explain a csv.Error raised while reading the record that starts at line ``start``.
 
     An unterminated quote can surface as "unexpected end of data" or, in a long file,
     as "field larger than field limit" long after the quote; rescanning the record
     from its first line finds the line where the quote opened either way.
     """
-    offset = sum(len(line) + 1 for line in lines[:start - 1])
+    offset = sum(len(line) + 1 for line in lines[: start - 1])
     opened = _unclosed_quote(text, offset)
     if opened is not None:
         quote_line = text.count("\n", 0, opened) + 1
-        probs.add(row, None, f"unterminated quoted field: the quote opened at line {quote_line} "
-                  "is never closed (write a quote inside a quoted field as \"\")", quote_line,
-                  kind="csv_quote")
+        probs.add(
+            row,
+            None,
+            f"unterminated quoted field: the quote opened at line {quote_line} "
+            'is never closed (write a quote inside a quoted field as "")',
+            quote_line,
+            kind="csv_quote",
+        )
     elif "expected after" in str(e):
-        probs.add(row, None, "text after the closing quote of a field (a quoted field must end "
-                  "with '\"' then ',' or the end of the line; write a quote inside it as \"\")",
-                  at, kind="csv_quote")
+        probs.add(
+            row,
+            None,
+            "text after the closing quote of a field (a quoted field must end "
+            "with '\"' then ',' or the end of the line; write a quote inside it as \"\")",
+            at,
+            kind="csv_quote",
+        )
     elif "field limit" in str(e):
         probs.add(row, None, f"a cell is too long for the CSV reader ({e})", start, kind="too_long")
     else:

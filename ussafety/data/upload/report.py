@@ -13,19 +13,19 @@ MAX_PROBLEMS = 20
 
 #: Problem kinds: a fixed vocabulary so that platform tooling can count and route them.
 PROBLEM_KINDS = (
-    "file",           # the file as a whole: unreadable, empty, unknown format, no data rows
-    "encoding",       # not valid UTF-8
-    "parse",          # invalid JSON, wrong CSV cell count, content after the JSON list
-    "csv_quote",      # a CSV quoted field never closed, or text after a closing quote
-    "format",         # a row or CSV header that matches no accepted format
+    "file",  # the file as a whole: unreadable, empty, unknown format, no data rows
+    "encoding",  # not valid UTF-8
+    "parse",  # invalid JSON, wrong CSV cell count, content after the JSON list
+    "csv_quote",  # a CSV quoted field never closed, or text after a closing quote
+    "format",  # a row or CSV header that matches no accepted format
     "missing_field",  # a required field absent or null
-    "wrong_type",     # a field (or row) of the wrong JSON type
-    "empty",          # a required text, or a message list, that is empty
-    "too_long",       # a text over ``max_chars``
-    "role",           # a chat role unknown or out of order
-    "duplicate",      # an exact repeat of an earlier row
+    "wrong_type",  # a field (or row) of the wrong JSON type
+    "empty",  # a required text, or a message list, that is empty
+    "too_long",  # a text over ``max_chars``
+    "role",  # a chat role unknown or out of order
+    "duplicate",  # an exact repeat of an earlier row
     "control_token",  # a chat-template control token inside a text
-    "control_char",   # NUL, other C0/C1 controls, DEL or a bidi override inside a text
+    "control_char",  # NUL, other C0/C1 controls, DEL or a bidi override inside a text
 )
 
 
@@ -52,8 +52,13 @@ class UploadProblem:
 
     def to_dict(self) -> dict[str, Any]:
         """The report's form of a problem (``other_row`` only for duplicates)."""
-        out: dict[str, Any] = {"row": self.row, "line": self.line, "field": self.field,
-                               "kind": self.kind, "message": self.message}
+        out: dict[str, Any] = {
+            "row": self.row,
+            "line": self.line,
+            "field": self.field,
+            "kind": self.kind,
+            "message": self.message,
+        }
         if self.other_row is not None:
             out["other_row"] = self.other_row
         return out
@@ -86,10 +91,19 @@ class _Problems:
     """Collects problems up to a cap while still counting the rest."""
 
     def __init__(self, cap: int):
-        self.cap, self.items, self.total = max(1, cap), [], 0
+        self.cap, self.total = max(1, cap), 0
+        self.items: list[UploadProblem] = []
 
-    def add(self, row: int | None, field: str | None, message: str, line: int | None = None,
-            other_row: int | None = None, *, kind: str) -> None:
+    def add(
+        self,
+        row: int | None,
+        field: str | None,
+        message: str,
+        line: int | None = None,
+        other_row: int | None = None,
+        *,
+        kind: str,
+    ) -> None:
         assert kind in PROBLEM_KINDS, kind
         self.total += 1
         if len(self.items) < self.cap:

@@ -20,12 +20,30 @@ ControlTokenMode = Literal["refuse", "escape"]
 CONTROL_TOKENS: dict[str, tuple[str, ...]] = {
     "ChatML": ("<|im_start|>", "<|im_end|>", "<|im_sep|>", "<|endoftext|>"),
     "Llama 2": ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "<s>", "</s>"),
-    "Llama 3": ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"),
+    "Llama 3": (
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+        "<|eom_id|>",
+        "<|python_tag|>",
+    ),
     "Gemma": ("<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>"),
-    "Mistral": ("[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CALLS]",
-                "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]",
-                "[TOOL_CONTENT]", "<s>", "</s>"),
+    "Mistral": (
+        "[INST]",
+        "[/INST]",
+        "[SYSTEM_PROMPT]",
+        "[/SYSTEM_PROMPT]",
+        "[TOOL_CALLS]",
+        "[AVAILABLE_TOOLS]",
+        "[/AVAILABLE_TOOLS]",
+        "[TOOL_RESULTS]",
+        "[/TOOL_RESULTS]",
+        "[TOOL_CONTENT]",
+        "<s>",
+        "</s>",
+    ),
     "Phi": ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"),
 }
 
@@ -37,8 +55,9 @@ class _TokenScanner:
         if not tokens:
             raise ValueError("a scanner needs at least one token (an empty pattern matches anywhere)")
         self.pattern = re.compile(_trie_pattern(tokens))
-        self.family = {t: ", ".join(f for f, ts in CONTROL_TOKENS.items() if t in ts)
-                       or "model special token" for t in tokens}
+        self.family = {
+            t: ", ".join(f for f, ts in CONTROL_TOKENS.items() if t in ts) or "model special token" for t in tokens
+        }
 
     def find(self, text: str) -> list[str]:
         """The distinct tokens in ``text``, in order of first appearance."""

@@ -24,6 +24,22 @@ from ussafety.evaluate.judges.base import (
 from ussafety.evaluate.judges.keyword import KeywordJudge, ThreeWayKeywordJudge
 from ussafety.evaluate.judges.registry import REGISTRY, get_judge, parse_judge_spec
 
-__all__ = ["ALL_LABELS", "COMPLIANCE", "HARMFUL", "LABELS", "OFFTASK", "REFUSAL", "REGISTRY", "Judge",
-           "KeywordJudge", "ThreeWayKeywordJudge", "Verdict", "get_judge", "is_degenerate", "judge_pairs",
-           "label_from_flags", "parse_judge_spec", "prompt_type_of"]
+__all__ = [
+    "ALL_LABELS",
+    "COMPLIANCE",
+    "HARMFUL",
+    "LABELS",
+    "OFFTASK",
+    "REFUSAL",
+    "REGISTRY",
+    "Judge",
+    "KeywordJudge",
+    "ThreeWayKeywordJudge",
+    "Verdict",
+    "get_judge",
+    "is_degenerate",
+    "judge_pairs",
+    "label_from_flags",
+    "parse_judge_spec",
+    "prompt_type_of",
+]

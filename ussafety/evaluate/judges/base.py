@@ -81,8 +81,9 @@ def resolve_prompt_types(prompt_types: Sequence[str] | str | None, n: int) -> li
 def check_label(label: str | None, prompt_type: str) -> None:
     """Raise ValueError when ``label`` is not allowed for ``prompt_type`` (None is allowed)."""
     if label is not None and label not in LABELS[prompt_type]:
-        raise ValueError(f"label {label!r} is not allowed for a {prompt_type} prompt "
-                         f"(allowed: {', '.join(LABELS[prompt_type])})")
+        raise ValueError(
+            f"label {label!r} is not allowed for a {prompt_type} prompt (allowed: {', '.join(LABELS[prompt_type])})"
+        )
 
 
 def answered_label(prompt_type: str) -> str:
@@ -131,8 +132,9 @@ class Verdict:
     label: str | None = None
 
     @classmethod
-    def labelled(cls, label: str | None, prompt_type: str, judge: str, score: float | None = None,
-                 detail: str = "") -> Verdict:
+    def labelled(
+        cls, label: str | None, prompt_type: str, judge: str, score: float | None = None, detail: str = ""
+    ) -> Verdict:
         """A verdict whose flags are derived from ``label`` (checked against ``prompt_type``)."""
         check_label(label, prompt_type)
         if label is None:
@@ -151,8 +153,9 @@ class Judge(ABC):
     name: str = "judge"
 
     @abstractmethod
-    def judge(self, prompts: list[str], responses: list[str],
-              prompt_types: Sequence[str] | str | None = None) -> list[Verdict]:
+    def judge(
+        self, prompts: list[str], responses: list[str], prompt_types: Sequence[str] | str | None = None
+    ) -> list[Verdict]:
         """One verdict per (prompt, response) pair, in input order.
 
         ``prompt_types``: ``harmful`` or ``safe`` (or a generation kind) per pair, one
@@ -172,8 +175,9 @@ def _takes_prompt_types(judge: Judge) -> bool:
         return False
 
 
-def judge_pairs(judge: Judge, prompts: list[str], responses: list[str],
-                prompt_types: Sequence[str] | str | None = None) -> list[Verdict]:
+def judge_pairs(
+    judge: Judge, prompts: list[str], responses: list[str], prompt_types: Sequence[str] | str | None = None
+) -> list[Verdict]:
     """``judge.judge`` with prompt types, and every verdict labelled.
 
     Why a function and not just the method: judges written against the two-argument
@@ -242,12 +246,11 @@ def is_degenerate(text: str) -> str | None:
 
     words = _WORD_RE.findall(stripped)
     if len(words) >= _MIN_WORDS:
-        grams = Counter(tuple(words[i:i + _NGRAM]) for i in range(len(words) - _NGRAM + 1))
+        grams = Counter(tuple(words[i : i + _NGRAM]) for i in range(len(words) - _NGRAM + 1))
         top = grams.most_common(1)[0][1]
         if _NGRAM * top / len(words) > _NGRAM_COVERAGE:
             return "repetition"
-    lines = Counter(line.strip() for line in stripped.splitlines()
-                    if len(line.strip()) >= _MIN_LINE_CHARS)
+    lines = Counter(line.strip() for line in stripped.splitlines() if len(line.strip()) >= _MIN_LINE_CHARS)
     if lines and lines.most_common(1)[0][1] >= _LINE_REPEATS:
         return "repetition"
 

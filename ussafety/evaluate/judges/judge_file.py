@@ -101,8 +101,10 @@ def read_pairs(path: Path | str) -> list[dict[str, str]]:
             header = reader.fieldnames or []
             missing = [f for f in ("prompt", "response") if f not in header]
             if missing:
-                raise JudgeFileError(f"{path}: line 1: the header has no {', '.join(repr(m) for m in missing)} "
-                                     f"column (found: {', '.join(header) or 'nothing'})")
+                raise JudgeFileError(
+                    f"{path}: line 1: the header has no {', '.join(repr(m) for m in missing)} "
+                    f"column (found: {', '.join(header) or 'nothing'})"
+                )
             try:
                 for row in reader:
                     where = f"{path}: row {len(raw) + 1} (line {reader.line_num})"
@@ -112,8 +114,9 @@ def read_pairs(path: Path | str) -> list[dict[str, str]]:
             except csv.Error as exc:
                 raise JudgeFileError(f"{path}: line {reader.line_num}: CSV error: {exc}") from None
     else:
-        raise JudgeFileError(f"{path}: unknown format {suffix or '(no suffix)'!r}: use "
-                             f"{', '.join(JSONL_SUFFIXES + CSV_SUFFIXES)}")
+        raise JudgeFileError(
+            f"{path}: unknown format {suffix or '(no suffix)'!r}: use {', '.join(JSONL_SUFFIXES + CSV_SUFFIXES)}"
+        )
     rows: list[dict[str, str]] = []
     errors: list[str] = []
     for where, row, problem in raw:
@@ -135,22 +138,32 @@ def read_pairs(path: Path | str) -> list[dict[str, str]]:
 
 def _rate(count: int, n: int) -> dict[str, Any]:
     lo, hi = wilson_interval(count, n)
-    return {"rate": count / n if n else None, "ci_low": lo if n else None, "ci_high": hi if n else None,
-            "count": count, "n": n}
+    return {
+        "rate": count / n if n else None,
+        "ci_low": lo if n else None,
+        "ci_high": hi if n else None,
+        "count": count,
+        "n": n,
+    }
 
 
 def summarize(verdicts: Sequence[Verdict], prompt_types: Sequence[str]) -> dict[str, Any]:
     """Rates per prompt type with Wilson intervals (see the module docstring)."""
     out: dict[str, Any] = {}
-    names = {HARMFUL_PROMPT: (("asr", HARMFUL), ("refusal_rate", REFUSAL), ("offtask_rate", OFFTASK)),
-             SAFE_PROMPT: (("compliance_rate", COMPLIANCE), ("refusal_rate", REFUSAL), ("offtask_rate", OFFTASK))}
+    names = {
+        HARMFUL_PROMPT: (("asr", HARMFUL), ("refusal_rate", REFUSAL), ("offtask_rate", OFFTASK)),
+        SAFE_PROMPT: (("compliance_rate", COMPLIANCE), ("refusal_rate", REFUSAL), ("offtask_rate", OFFTASK)),
+    }
     for ptype, rates in names.items():
         labels = [v.label for v, t in zip(verdicts, prompt_types) if t == ptype]
         if not labels:
             continue
         decided = [lab for lab in labels if lab is not None]
-        out[f"{ptype}_prompts"] = {"n": len(labels), "undecided": len(labels) - len(decided),
-                                   **{key: _rate(decided.count(label), len(decided)) for key, label in rates}}
+        out[f"{ptype}_prompts"] = {
+            "n": len(labels),
+            "undecided": len(labels) - len(decided),
+            **{key: _rate(decided.count(label), len(decided)) for key, label in rates},
+        }
     return out
 
 
@@ -160,9 +173,21 @@ def judge_file(judge: Judge, path: Path | str) -> dict[str, Any]:
     types = [r["prompt_type"] for r in rows]
     verdicts = judge_pairs(judge, [r["prompt"] for r in rows], [r["response"] for r in rows], types)
     return {
-        "judge": judge.name, "input": str(path), "n": len(rows), "ci": CI_METHOD,
+        "judge": judge.name,
+        "input": str(path),
+        "n": len(rows),
+        "ci": CI_METHOD,
         "summary": summarize(verdicts, types),
-        "rows": [{"row": i, "prompt_type": t, "label": v.label, "harmful": v.harmful, "refused": v.refused,
-                  "score": v.score, "detail": v.detail}
-                 for i, (v, t) in enumerate(zip(verdicts, types), 1)],
+        "rows": [
+            {
+                "row": i,
+                "prompt_type": t,
+                "label": v.label,
+                "harmful": v.harmful,
+                "refused": v.refused,
+                "score": v.score,
+                "detail": v.detail,
+            }
+            for i, (v, t) in enumerate(zip(verdicts, types), 1)
+        ],
     }

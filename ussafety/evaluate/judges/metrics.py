@@ -42,8 +42,9 @@ def confusion(a: Sequence[bool], b: Sequence[bool]) -> Confusion:
     if len(a) != len(b):
         raise ValueError(f"paired labels differ in length: {len(a)} vs {len(b)}")
     pairs = list(zip(map(bool, a), map(bool, b)))
-    return Confusion(pairs.count((True, True)), pairs.count((True, False)),
-                     pairs.count((False, True)), pairs.count((False, False)))
+    return Confusion(
+        pairs.count((True, True)), pairs.count((True, False)), pairs.count((False, True)), pairs.count((False, False))
+    )
 
 
 def _ratio(num: float, den: float) -> float:
@@ -59,15 +60,23 @@ def binary_metrics(truth: Sequence[bool], pred: Sequence[bool]) -> dict[str, flo
     c = confusion(truth, pred)
     precision = _ratio(c.n11, c.n11 + c.n01)
     recall = _ratio(c.n11, c.n11 + c.n10)
-    f1 = (_ratio(2 * precision * recall, precision + recall)
-          if not (math.isnan(precision) or math.isnan(recall)) else math.nan)
-    return {"n": c.n, "n_positive": c.n11 + c.n10, "accuracy": _ratio(c.n11 + c.n00, c.n),
-            "precision": precision, "recall": recall, "f1": f1,
-            "predicted_positive_rate": _ratio(c.n11 + c.n01, c.n)}
+    f1 = (
+        _ratio(2 * precision * recall, precision + recall)
+        if not (math.isnan(precision) or math.isnan(recall))
+        else math.nan
+    )
+    return {
+        "n": c.n,
+        "n_positive": c.n11 + c.n10,
+        "accuracy": _ratio(c.n11 + c.n00, c.n),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "predicted_positive_rate": _ratio(c.n11 + c.n01, c.n),
+    }
 
 
-def calibration_table(proba: Sequence[float], truth: Sequence[bool],
-                      n_bins: int = 10) -> list[dict[str, float]]:
+def calibration_table(proba: Sequence[float], truth: Sequence[bool], n_bins: int = 10) -> list[dict[str, float]]:
     """Reliability table: equal-width bins of predicted P(harmful); per bin the count,
     mean prediction and observed harmful fraction (empty bins are kept with n = 0)."""
     if len(proba) != len(truth):
@@ -76,17 +85,22 @@ def calibration_table(proba: Sequence[float], truth: Sequence[bool],
     for b in range(n_bins):
         lo, hi = b / n_bins, (b + 1) / n_bins
         idx = [i for i, p in enumerate(proba) if lo <= p < hi or (b == n_bins - 1 and p == 1.0)]
-        rows.append({"bin_low": lo, "bin_high": hi, "n": len(idx),
-                     "mean_predicted": _ratio(sum(proba[i] for i in idx), len(idx)),
-                     "observed_harmful": _ratio(sum(bool(truth[i]) for i in idx), len(idx))})
+        rows.append(
+            {
+                "bin_low": lo,
+                "bin_high": hi,
+                "n": len(idx),
+                "mean_predicted": _ratio(sum(proba[i] for i in idx), len(idx)),
+                "observed_harmful": _ratio(sum(bool(truth[i]) for i in idx), len(idx)),
+            }
+        )
     return rows
 
 
 def expected_calibration_error(table: list[dict[str, float]]) -> float:
     """Count-weighted mean |observed - predicted| over the non-empty bins of a table."""
     total = sum(r["n"] for r in table)
-    return _ratio(sum(r["n"] * abs(r["observed_harmful"] - r["mean_predicted"])
-                      for r in table if r["n"]), total)
+    return _ratio(sum(r["n"] * abs(r["observed_harmful"] - r["mean_predicted"]) for r in table if r["n"]), total)
 
 
 def brier_score(proba: Sequence[float], truth: Sequence[bool]) -> float:
@@ -106,10 +120,15 @@ def agreement(a: Sequence[bool | None], b: Sequence[bool | None]) -> dict[str, f
     kept = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     xs, ys = [bool(x) for x, _ in kept], [bool(y) for _, y in kept]
     c = confusion(xs, ys)
-    return {**c.as_dict(), "n": c.n, "n_undecided": len(a) - len(kept),
-            "agreement": _ratio(c.n11 + c.n00, c.n),
-            "kappa": cohens_kappa(xs, ys) if kept else math.nan,
-            "asr_a": _ratio(c.n11 + c.n10, c.n), "asr_b": _ratio(c.n11 + c.n01, c.n)}
+    return {
+        **c.as_dict(),
+        "n": c.n,
+        "n_undecided": len(a) - len(kept),
+        "agreement": _ratio(c.n11 + c.n00, c.n),
+        "kappa": cohens_kappa(xs, ys) if kept else math.nan,
+        "asr_a": _ratio(c.n11 + c.n10, c.n),
+        "asr_b": _ratio(c.n11 + c.n01, c.n),
+    }
 
 
 def row_label(row: dict[str, Any], judge: str) -> str | None:
@@ -125,5 +144,11 @@ def label_rate(rows: list[dict[str, Any]], judge: str, label: str) -> dict[str, 
     of :class:`ussafety.records.schema.Rate`)."""
     count = sum(1 for r in rows if row_label(r, judge) == label)
     lo, hi = wilson_interval(count, len(rows))
-    return {"rate": count / len(rows) if rows else float("nan"), "ci_low": lo, "ci_high": hi,
-            "n": len(rows), "count": count, "judge": judge}
+    return {
+        "rate": count / len(rows) if rows else float("nan"),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": len(rows),
+        "count": count,
+        "judge": judge,
+    }

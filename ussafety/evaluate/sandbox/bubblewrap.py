@@ -30,7 +30,7 @@ from ussafety.evaluate.sandbox.results import (
     Status,
 )
 
-log = logging.getLogger(__package__)   # the package's logger, as before the split
+log = logging.getLogger(__package__)  # the package's logger, as before the split
 
 
 def _ro_bind(src: str, dest: str, made: set[str]) -> list[str]:
@@ -67,8 +67,7 @@ def _system_binds(made: set[str]) -> tuple[list[str], list[str]]:
         elif os.path.isdir(top):
             args += _ro_bind(top, top, made)
             covered.append(top)
-    for path in ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf",
-                 "/etc/ld.so.conf.d", "/etc/localtime"):
+    for path in ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
         if os.path.exists(path):
             args += _ro_bind(path, path, made)
     return args, covered
@@ -101,56 +100,111 @@ def _bwrap_argv(bwrap: str, code_dir: str, disk_bytes: int, python_argv: list[st
         uid = _ROOT_UID_BASE + secrets.randbelow(1 << 24)
         # no user namespace: it would map the sandbox to host root, for which the
         # kernel ignores RLIMIT_NPROC; the command drops to a fresh uid instead
-        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-                      "--unshare-cgroup-try"]
-        drop = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                "--cap-add", "CAP_SETPCAP", "--",
-                setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--"]
+        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        drop = [
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--cap-add",
+            "CAP_SETPCAP",
+            "--",
+            setpriv,
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
     else:
-        namespaces = ["--unshare-all", "--unshare-user", "--uid", str(_NOBODY),
-                      "--gid", str(_NOBODY), "--disable-userns"]
+        namespaces = [
+            "--unshare-all",
+            "--unshare-user",
+            "--uid",
+            str(_NOBODY),
+            "--gid",
+            str(_NOBODY),
+            "--disable-userns",
+        ]
         drop = ["--"]
     made: set[str] = set()
     system, covered = _system_binds(made)
     env: list[str] = []
     for key, value in _SANDBOX_ENV.items():
         env += ["--setenv", key, value]
-    return [bwrap, *namespaces, "--die-with-parent", "--new-session",
-            "--hostname", "sandbox",
-            *system, *_python_binds(python_argv[0], covered, made),
-            "--proc", "/proc", "--dev", "/dev",
-            "--ro-bind", code_dir, _CODE,
-            "--perms", "1777", "--size", str(disk_bytes), "--tmpfs", _BOX,
-            "--remount-ro", "/dev", "--remount-ro", "/",
-            "--chdir", _BOX, "--clearenv", *env,
-            *drop, *python_argv]
+    return [
+        bwrap,
+        *namespaces,
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+        *system,
+        *_python_binds(python_argv[0], covered, made),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--ro-bind",
+        code_dir,
+        _CODE,
+        "--perms",
+        "1777",
+        "--size",
+        str(disk_bytes),
+        "--tmpfs",
+        _BOX,
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
+        "--chdir",
+        _BOX,
+        "--clearenv",
+        *env,
+        *drop,
+        *python_argv,
+    ]
 
 
 _SELF_TEST = "import os\nprint('isolated', os.getuid(), os.getpid())\n"
-_BWRAP_OPTIONS = ("--size", "--perms", "--remount-ro", "--clearenv", "--die-with-parent",
-                  "--new-session", "--disable-userns")
+_BWRAP_OPTIONS = (
+    "--size",
+    "--perms",
+    "--remount-ro",
+    "--clearenv",
+    "--die-with-parent",
+    "--new-session",
+    "--disable-userns",
+)
 
 
-def _run_isolated(bwrap: str, code: str, timeout_s: float, memory_mb: int, max_procs: int,
-                  file_size_mb: int, disk_mb: int) -> SandboxResult:
+def _run_isolated(
+    bwrap: str, code: str, timeout_s: float, memory_mb: int, max_procs: int, file_size_mb: int, disk_mb: int
+) -> SandboxResult:
     """Run ``code`` under bubblewrap; the host folder only holds the code, read-only."""
     folder = tempfile.mkdtemp(prefix="ussafety_sbx_")
     try:
         _write_code(folder, code)
         # inside a user namespace bwrap's init runs as the sandbox uid and counts
         nproc = max_procs if os.geteuid() == 0 else max_procs + 1
-        python = [_python_executable(), "-I", "-S",
-                  *_prelude_args(_CODE, memory_mb, timeout_s, file_size_mb, nproc, max_procs)]
+        python = [
+            _python_executable(),
+            "-I",
+            "-S",
+            *_prelude_args(_CODE, memory_mb, timeout_s, file_size_mb, nproc, max_procs),
+        ]
         argv = _bwrap_argv(bwrap, folder, disk_mb * 1024 * 1024, python)
         returncode, timed_out, stdout, stderr, wall = _execute(
-            argv, "/", {"PATH": "/usr/bin:/bin"}, timeout_s, isolated=True)
+            argv, "/", {"PATH": "/usr/bin:/bin"}, timeout_s, isolated=True
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if returncode > 128:            # bwrap reports a death by signal N as 128 + N
+    if returncode > 128:  # bwrap reports a death by signal N as 128 + N
         returncode = -(returncode - 128)
     if returncode == 1 and stderr.startswith("bwrap:"):
-        status: Status = "error"    # bwrap itself failed to set up the sandbox
+        status: Status = "error"  # bwrap itself failed to set up the sandbox
     else:
         status = _classify(returncode, timed_out, stderr)
     return SandboxResult(status == "passed", status, stdout, stderr, wall, isolated=True)
@@ -168,27 +222,23 @@ def _probe_isolation(bwrap: str | None) -> Isolation:
     if bwrap is None:
         return Isolation(False, "bubblewrap (bwrap) is not installed")
     try:
-        shown = subprocess.run([bwrap, "--help"], capture_output=True, text=True,
-                               timeout=30, env={"PATH": "/usr/bin:/bin"})
+        shown = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"}
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Isolation(False, f"{bwrap} --help failed: {exc}", bwrap)
     missing = [opt for opt in _BWRAP_OPTIONS if opt not in shown.stdout + shown.stderr]
     if missing:
-        return Isolation(False, f"{bwrap} is too old (no {', '.join(missing)}); "
-                                "bubblewrap >= 0.8 is needed", bwrap)
+        return Isolation(False, f"{bwrap} is too old (no {', '.join(missing)}); bubblewrap >= 0.8 is needed", bwrap)
     try:
-        result = _run_isolated(bwrap, _SELF_TEST, timeout_s=30.0, memory_mb=256,
-                               max_procs=1, file_size_mb=1, disk_mb=1)
+        result = _run_isolated(bwrap, _SELF_TEST, timeout_s=30.0, memory_mb=256, max_procs=1, file_size_mb=1, disk_mb=1)
     except SandboxUnavailable as exc:
         return Isolation(False, str(exc), bwrap)
     words = result.stdout_tail.split()
-    if (result.status != "passed" or len(words) != 3 or words[0] != "isolated"
-            or words[1] == "0" or words[2] != "2"):
+    if result.status != "passed" or len(words) != 3 or words[0] != "isolated" or words[1] == "0" or words[2] != "2":
         why = (result.stderr_tail or result.stdout_tail).strip()[-400:]
-        return Isolation(False, f"the bubblewrap self-test failed ({result.status}): {why}",
-                         bwrap)
-    return Isolation(True, f"bubblewrap ({bwrap}): sandbox uid {words[1]}, own PID namespace",
-                     bwrap)
+        return Isolation(False, f"the bubblewrap self-test failed ({result.status}): {why}", bwrap)
+    return Isolation(True, f"bubblewrap ({bwrap}): sandbox uid {words[1]}, own PID namespace", bwrap)
 
 
 @functools.lru_cache(maxsize=1)
@@ -205,5 +255,8 @@ def _allowed_unisolated(allow_unisolated: bool | None) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _warn_unisolated(reason: str) -> None:
-    log.warning("running generated code WITHOUT OS isolation (%s): only rlimits and the "
-                "Python-level guard apply, which hostile code can escape", reason)
+    log.warning(
+        "running generated code WITHOUT OS isolation (%s): only rlimits and the "
+        "Python-level guard apply, which hostile code can escape",
+        reason,
+    )

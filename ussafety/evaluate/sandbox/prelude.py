@@ -14,7 +14,7 @@ from ussafety.evaluate.sandbox.results import _CANDIDATE, _RUNNER
 
 # The prelude runs as the child's __main__; argv: candidate path, memory bytes,
 # cpu seconds, file-size bytes, nproc limit (-1 = do not set), max_procs.
-_PRELUDE = r'''
+_PRELUDE = r"""
 import sys, os, resource
 _, _cand, _mem, _cpu, _fsize, _nproc, _max_procs = sys.argv
 def _limit(which, value, extra_hard=0):
@@ -222,7 +222,7 @@ except BaseException as exc:
     _report(exc)
     _finish(1)
 _finish(0)
-'''
+"""
 
 
 def _write_code(folder: str, code: str) -> None:
@@ -235,8 +235,15 @@ def _write_code(folder: str, code: str) -> None:
     os.chmod(folder, 0o755)
 
 
-def _prelude_args(folder: str, memory_mb: int, timeout_s: float, file_size_mb: int,
-                  nproc: int, max_procs: int) -> list[str]:
-    return [os.path.join(folder, _RUNNER), os.path.join(folder, _CANDIDATE),
-            str(memory_mb * 1024 * 1024), str(math.ceil(timeout_s) + 1),
-            str(file_size_mb * 1024 * 1024), str(nproc), str(max_procs)]
+def _prelude_args(
+    folder: str, memory_mb: int, timeout_s: float, file_size_mb: int, nproc: int, max_procs: int
+) -> list[str]:
+    return [
+        os.path.join(folder, _RUNNER),
+        os.path.join(folder, _CANDIDATE),
+        str(memory_mb * 1024 * 1024),
+        str(math.ceil(timeout_s) + 1),
+        str(file_size_mb * 1024 * 1024),
+        str(nproc),
+        str(max_procs),
+    ]

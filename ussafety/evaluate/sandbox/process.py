@@ -27,15 +27,23 @@ def _tail(fh: IO[bytes]) -> str:
     return fh.read().decode("utf-8", errors="replace")[-_TAIL_CHARS:]
 
 
-def _execute(argv: list[str], cwd: str, env: dict[str, str], timeout_s: float,
-             isolated: bool) -> tuple[int, bool, str, str, float]:
+def _execute(
+    argv: list[str], cwd: str, env: dict[str, str], timeout_s: float, isolated: bool
+) -> tuple[int, bool, str, str, float]:
     """Start ``argv`` in a new session; (returncode, timed_out, stdout, stderr, wall)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True,
-                                    close_fds=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as exc:
             return -1, False, "", f"sandbox could not start: {exc}", time.monotonic() - start
         timed_out = _wait_then_kill(proc, timeout_s, isolated)

@@ -8,9 +8,9 @@ from typing import Literal
 Status = Literal["passed", "failed", "timeout", "memory", "error"]
 
 #: Exit codes the prelude uses to tell the parent what happened.
-EXIT_SYNTAX = 86   # the code does not compile
-EXIT_MEMORY = 87   # MemoryError reached the top level
-EXIT_EARLY = 88    # the code called sys.exit(0) before its end (tests would be skipped)
+EXIT_SYNTAX = 86  # the code does not compile
+EXIT_MEMORY = 87  # MemoryError reached the top level
+EXIT_EARLY = 88  # the code called sys.exit(0) before its end (tests would be skipped)
 
 #: Setting this environment variable to 1 allows running generated code without
 #: OS isolation where bubblewrap is unavailable (the Python-level guard only).
@@ -19,12 +19,13 @@ ALLOW_UNISOLATED_ENV = "USSAFETY_ALLOW_UNISOLATED_CODE"
 _TAIL_CHARS = 4000
 _RUNNER = "_ussafety_runner.py"
 _CANDIDATE = "candidate.py"
-_BOX = "/sandbox"          # the writable tmpfs inside the sandbox: cwd, HOME, TMPDIR
-_CODE = "/code"            # the runner and the candidate, read-only
+_BOX = "/sandbox"  # the writable tmpfs inside the sandbox: cwd, HOME, TMPDIR
+_CODE = "/code"  # the runner and the candidate, read-only
 _SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "HOME": _BOX, "TMPDIR": _BOX, "LANG": "C.UTF-8"}
-_ROOT_UID_BASE = 0x7000_0000   # sandbox uids when we are root: [base, base + 2**24)
-_NOBODY = 65534                # the uid inside a user namespace when we are not root
-_KILL_WAIT_S = 10.0            # how long the namespace may take to die after SIGKILL
+_ROOT_UID_BASE = 0x7000_0000  # sandbox uids when we are root: [base, base + 2**24)
+_NOBODY = 65534  # the uid inside a user namespace when we are not root
+_KILL_WAIT_S = 10.0  # how long the namespace may take to die after SIGKILL
+
 
 class SandboxUnavailable(RuntimeError):
     """No OS isolation here and the caller did not opt in to running without it."""

@@ -249,7 +249,7 @@ COLAB_DATA = """\
 from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
-from ussafety.data import refusal_keywords, sources
+from ussafety.data import loaders, refusal_keywords, sources
 from ussafety.study import grid as study, outputs
 preset = preset or ("cpu" if GPU else "smoke")
 if data_dir or (sources.mirror_root() is None and not os.environ.get("USSAFETY_DATA_DIR")):
@@ -259,7 +259,7 @@ mirror = sources.mirror_root()
 refusal_keywords()  # the keyword judge reads <data folder>/refusal_keywords/: written once here
 print(f"preset {preset}:", study.load_study(preset).description)
 print("data:", mirror or f"no mirror; the fallbacks below fill {os.environ['USSAFETY_DATA_DIR']}")
-pd.DataFrame(sources.fallbacks()) if mirror is None else None"""
+pd.DataFrame(loaders.fallbacks()) if mirror is None else None"""
 
 COLAB_RUN = """\
 # Every grid of the preset's study; runs with a record are skipped (re-run the cell to resume).

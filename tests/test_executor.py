@@ -46,8 +46,9 @@ def test_run_resources_follow_the_model_settings(model: dict, gpus: float) -> No
     assert res.ray_options() == {"num_cpus": 3, "num_gpus": gpus}
 
 
-def test_cache_stages_write_each_shared_cache_once() -> None:
+def test_cache_stages_write_each_shared_cache_once(tmp_path, monkeypatch) -> None:
     """One aligned base for the smoke study; a merge waits for the SFT run it reuses."""
+    monkeypatch.setenv("USSAFETY_CACHE", str(tmp_path / "cache"))  # nothing built by earlier tests
     cfgs = [r.cfg for r in unique_runs(expand("smoke"))]
     bases, waits_for = executor.cache_stages(cfgs, [run_id(c) for c in cfgs])
     assert len(bases) == 1

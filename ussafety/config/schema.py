@@ -303,7 +303,7 @@ class EvalConfig(Section):
     n_task: Annotated[int, Field(ge=0)] = 200
     max_new_tokens: PositiveInt = 128
     task_max_new_tokens: PositiveInt | None = None
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = 128
     judges: list[str] = Field(default_factory=lambda: ["keyword"], min_length=1)
     task: str | None = None
     seed: int = 0

@@ -178,9 +178,14 @@ def tokenizer_codec(model_dir: str) -> tuple[Callable[[str], list[int]], Callabl
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return (lambda text: tok(text, add_special_tokens=False)["input_ids"]), (
-        lambda ids: tok.decode(ids, skip_special_tokens=True)
-    )
+
+    def encode(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    def decode(ids: list[int]) -> str:
+        return str(tok.decode(ids, skip_special_tokens=True))
+
+    return encode, decode
 
 
 def write_study(records_dir: Path, out_dir: Path) -> list[dict[str, Any]]:

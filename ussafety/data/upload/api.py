@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from ussafety.atomic import write_text_atomic
 from ussafety.data.types import Example
@@ -16,6 +16,16 @@ from ussafety.data.upload.report import MAX_PROBLEMS, UploadResult, _Problems
 from ussafety.data.upload.tokens import ControlTokenMode, _extra_tokens, _scanner
 
 # ----------------------------------------------------------------------------- reading
+
+
+class UploadOptions(TypedDict, total=False):
+    """The options of :func:`read_upload` (its defaults apply to any left out): typed once, so
+    :func:`load_upload` and :func:`validate_upload_report` pass them on without restating them."""
+
+    max_chars: int
+    max_problems: int
+    control_tokens: ControlTokenMode
+    special_tokens: Iterable[str]
 
 
 def read_upload(
@@ -112,47 +122,22 @@ def read_upload(
     return finish()
 
 
-def load_upload(
-    path: str | Path,
-    *,
-    max_chars: int = MAX_CHARS,
-    max_problems: int = MAX_PROBLEMS,
-    control_tokens: ControlTokenMode = "refuse",
-    special_tokens: Iterable[str] = (),
-) -> list[Example]:
+def load_upload(path: str | Path, **options: Unpack[UploadOptions]) -> list[Example]:
     """Parse and validate an upload; raise one UploadError listing all problems found.
 
     The options are those of ``read_upload``; the returned examples carry what
     ``read_upload`` puts in their ``meta`` (including which rows were escaped).
     """
-    result = read_upload(
-        path,
-        max_chars=max_chars,
-        max_problems=max_problems,
-        control_tokens=control_tokens,
-        special_tokens=special_tokens,
-    )
+    result = read_upload(path, **options)
     if not result.ok:
         raise result.error()
     return result.examples
 
 
-def validate_upload_report(
-    path: str | Path,
-    *,
-    max_chars: int = MAX_CHARS,
-    max_problems: int = MAX_PROBLEMS,
-    control_tokens: ControlTokenMode = "refuse",
-    special_tokens: Iterable[str] = (),
-) -> dict[str, Any]:
-    """The JSON-serialisable report of an upload (``report["ok"]`` says if it is usable)."""
-    return read_upload(
-        path,
-        max_chars=max_chars,
-        max_problems=max_problems,
-        control_tokens=control_tokens,
-        special_tokens=special_tokens,
-    ).report()
+def validate_upload_report(path: str | Path, **options: Unpack[UploadOptions]) -> dict[str, Any]:
+    """The JSON-serialisable report of an upload (``report["ok"]`` says if it is usable); the
+    options are those of ``read_upload``."""
+    return read_upload(path, **options).report()
 
 
 # ----------------------------------------------------------------------------- writing

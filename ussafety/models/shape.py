@@ -19,77 +19,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_LLAMA2_7B = dict(
-    model_type="llama",
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
+_COLUMNS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "max_position_embeddings",
+    "tie_word_embeddings",
 )
-_LLAMA2_13B = dict(
-    model_type="llama",
-    hidden_size=5120,
-    intermediate_size=13824,
-    num_hidden_layers=40,
-    num_attention_heads=40,
-    num_key_value_heads=40,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
-)
-_MISTRAL_7B_V02 = dict(
-    model_type="mistral",
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    vocab_size=32000,
-    max_position_embeddings=32768,
-    sliding_window=None,
-    rope_theta=1e6,
-    tie_word_embeddings=False,
-)
-_GEMMA_2B = dict(
-    model_type="gemma",
-    hidden_size=2048,
-    intermediate_size=16384,
-    num_hidden_layers=18,
-    num_attention_heads=8,
-    num_key_value_heads=1,
-    head_dim=256,
-    vocab_size=256000,
-    max_position_embeddings=8192,
-    tie_word_embeddings=True,
-)
-_LLAMA_GUARD_3_8B = dict(
-    model_type="llama",
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    vocab_size=128256,
-    max_position_embeddings=131072,
-    rope_theta=500000.0,
-    tie_word_embeddings=False,
-)
-_SMOLLM2_135M = dict(
-    model_type="llama",
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    max_position_embeddings=8192,
-    rope_theta=100000.0,
-    tie_word_embeddings=True,
-)
+
+
+def _config(*values: Any, **extra: Any) -> dict[str, Any]:
+    """A config dict from one row of :data:`_COLUMNS` (plus the fields only some models set):
+    the architectures below read as a table, one model a line."""
+    return dict(zip(_COLUMNS, values, strict=True), **extra)
+
+
+# columns: type, hidden, intermediate, layers, heads, KV heads, vocab, max positions, tied head
+_LLAMA2_7B = _config("llama", 4096, 11008, 32, 32, 32, 32000, 4096, False)
+_LLAMA2_13B = _config("llama", 5120, 13824, 40, 40, 40, 32000, 4096, False)
+_MISTRAL_7B_V02 = _config("mistral", 4096, 14336, 32, 32, 8, 32000, 32768, False, sliding_window=None, rope_theta=1e6)
+_GEMMA_2B = _config("gemma", 2048, 16384, 18, 8, 1, 256000, 8192, True, head_dim=256)
+_LLAMA_GUARD_3_8B = _config("llama", 4096, 14336, 32, 32, 8, 128256, 131072, False, rope_theta=500000.0)
+_SMOLLM2_135M = _config("llama", 576, 1536, 30, 9, 3, 49152, 8192, True, rope_theta=100000.0)
+TINY_RANDOM_CONFIG = _config("llama", 32, 64, 2, 4, 2, 259, 512, True)
+"""The tests' 2-layer Llama: :func:`ussafety.models.loading.tiny_random_model` builds its
+model from these fields (259 = 3 special tokens + 256 byte tokens of its tokenizer)."""
 
 KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     # The paper preset's chat models (params/study/paper.yaml) and their bases.
@@ -102,24 +60,14 @@ KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     "meta-llama/Llama-Guard-3-8B": _LLAMA_GUARD_3_8B,
     "cais/HarmBench-Llama-2-13b-cls": _LLAMA2_13B,
     # The CPU presets' model (the embedded GGUF's header: 576/1536/30/9/3/49152) and the
-    # tests' 2-layer model (ussafety.models.loading: 3 special tokens + 256 byte tokens).
+    # tests' 2-layer model.
     "HuggingFaceTB/SmolLM2-135M-Instruct": _SMOLLM2_135M,
     "embedded": _SMOLLM2_135M,
-    "tiny-random": dict(
-        model_type="llama",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=259,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    ),
+    "tiny-random": TINY_RANDOM_CONFIG,
 }
 """Architecture of the models the presets name (values from each model's published
-``config.json``), so that no hub download is needed. ``tiny-random`` must equal
-``ussafety.models.loading.tiny_random_model`` (a test compares them)."""
+``config.json``), so that no hub download is needed. ``tiny-random`` is the model
+:func:`ussafety.models.loading.tiny_random_model` builds (a test compares their counts)."""
 
 
 def model_config(model: Any) -> Any:

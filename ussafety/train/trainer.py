@@ -99,7 +99,31 @@ class TrainResult:
     log_history: list[dict[str, Any]]
 
 
+def total_steps(cfg: TrainConfig, n_rows: int) -> int:
+    """Optimizer steps of a training on ``n_rows`` rows: ``max_steps`` when set, else the
+    epochs of ``ceil(n_rows / (batch_size * grad_accum))`` steps (at least one), which is
+    the count ``Trainer`` itself schedules (``ceil(ceil(n / b) / a) == ceil(n / (b * a))``)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = max(1, math.ceil(n_rows / (cfg.batch_size * cfg.grad_accum)))
+    return math.ceil(per_epoch * cfg.epochs)
+
+
+def warmup_steps(cfg: TrainConfig, n_rows: int) -> int:
+    """``warmup_ratio`` as a whole number of steps, ``ceil(ratio * total steps)``.
+
+    Why not hand the ratio to ``TrainingArguments``: its meaning there depends on the
+    transformers version. Up to 4.x ``warmup_steps`` is an int count (a ratio of 0.1 passed
+    there warms up over a fraction of the first step) and the ratio has its own field; from
+    5.0 that field is gone and a float ``warmup_steps`` below 1 is read as a ratio, but 1.0
+    (a valid ratio: warm up over the whole run) as one step. The pinned range spans both
+    (the GPU extra needs 4.x), so the count is computed here, with the rounding 5.x uses.
+    """
+    return math.ceil(total_steps(cfg, n_rows) * cfg.warmup_ratio)
+
+
 def training_args(cfg: TrainConfig, seed: int, output_dir: str, n_rows: int) -> TrainingArguments:
+    """The ``TrainingArguments`` of a training on ``n_rows`` encoded rows under ``cfg``."""
     return TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=cfg.batch_size,
@@ -108,7 +132,7 @@ def training_args(cfg: TrainConfig, seed: int, output_dir: str, n_rows: int) -> 
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=warmup_steps(cfg, n_rows),
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         logging_steps=max(1, min(10, n_rows // cfg.batch_size)),
@@ -152,8 +176,7 @@ def fine_tune(
     for h in hooks:
         rows += h.extra_data(ctx)
     data = EncodedDataset(tokenizer, rows, cfg.max_length)
-    steps_per_epoch = math.ceil(len(data) / (cfg.batch_size * cfg.grad_accum))
-    ctx.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    ctx.total_steps = total_steps(cfg, len(data))
     start = time.perf_counter()
     for h in hooks:
         h.prepare(model, ctx)

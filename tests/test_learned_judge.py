@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ussafety.evaluate.judges.learned as lj
+import ussafety.evaluate.judges.learned_cache as learned_cache
 from ussafety.data import load
 from ussafety.data.loaders import GCG_REFUSAL_PREFIXES
 from ussafety.evaluate.judges import get_judge
@@ -351,7 +352,7 @@ def test_original_head_labels_safe_prompts_without_harm() -> None:
 
 
 def test_learned3_has_its_own_cache_and_registry_entry(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setattr(lj, "_data_fingerprint", lambda: {"x": "1"})
+    monkeypatch.setattr(learned_cache, "_data_fingerprint", lambda: {"x": "1"})
     a, b = artefact_dir(DataRecipe(), tmp_path), artefact_dir(ThreeWayRecipe(), tmp_path)
     assert a.name.startswith("learned-") and b.name.startswith("learned3-") and a != b
     assert artefact_dir(ThreeWayRecipe(l2_grid=(1.0,)), tmp_path) != b  # the recipe is in the key

@@ -48,9 +48,7 @@ from ussafety.evaluate.gold.build import (
     write_packet,
     write_sample,
 )
-from ussafety.evaluate.gold.cli import (
-    main,
-)
+from ussafety.evaluate.gold.cli import main
 from ussafety.evaluate.gold.common import (
     DEFAULT_N,
     DEFAULT_SEED,
@@ -74,12 +72,7 @@ from ussafety.evaluate.gold.common import (
     TEST_SHARE,
     GoldError,
 )
-from ussafety.evaluate.gold.labels import (
-    load_gold,
-    load_guide_examples,
-    load_items,
-    load_labels,
-)
+from ussafety.evaluate.gold.labels import load_gold, load_guide_examples, load_items, load_labels
 from ussafety.evaluate.gold.pairs import (
     GROUPS,
     collect_pairs,
@@ -90,11 +83,7 @@ from ussafety.evaluate.gold.pairs import (
     prompt_type_of,
     stratum_of,
 )
-from ussafety.evaluate.gold.sample import (
-    allocate,
-    build_sample,
-    split_parts,
-)
+from ussafety.evaluate.gold.sample import allocate, build_sample, split_parts
 from ussafety.evaluate.judges.base import ALL_LABELS, LABELS
 
 __all__ = [

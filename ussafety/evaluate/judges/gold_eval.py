@@ -312,7 +312,7 @@ def _ci(row: dict[str, Any], key: str) -> str:
 
 def learned3_meta() -> dict[str, Any] | None:
     """The cached learned3 artefact's metadata (its cross-validation grid and ablations), if trained."""
-    from ussafety.evaluate.judges.learned import artefact_dir
+    from ussafety.evaluate.judges.learned_cache import artefact_dir
     from ussafety.evaluate.judges.learned_data import ThreeWayRecipe
 
     path = artefact_dir(ThreeWayRecipe()) / "meta.json"

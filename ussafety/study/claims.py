@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,7 @@ CLAIMS_PATH = PROJECT_ROOT / "params" / "study" / "claims.yaml"
 FAMILIES = ("baseline", "regularization", "replay", "merging")
 CL_FAMILIES = ("regularization", "replay", "merging")
 """The continual-learning families (the paper's claims 3, 5 and 9 are about them)."""
-KINDS = (
+Kind = Literal[
     "benign_vs_base",
     "poisoned_vs_benign",
     "method_vs_sft",
@@ -34,7 +34,9 @@ KINDS = (
     "method_vs_method",
     "gain_vs_best_other",
     "ranking_across_tasks",
-)
+]
+"""What a claim can compare (:class:`Comparison`'s ``kind``)."""
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class ClaimsError(ValueError):
@@ -145,15 +147,7 @@ class StrengthRule(_Strict):
 class Comparison(_Strict):
     """What a claim compares; which fields apply depends on ``kind`` (checked below)."""
 
-    kind: Literal[
-        "benign_vs_base",
-        "poisoned_vs_benign",
-        "method_vs_sft",
-        "method_vs_others",
-        "method_vs_method",
-        "gain_vs_best_other",
-        "ranking_across_tasks",
-    ]
+    kind: Kind
     families: list[str] = Field(default_factory=list)
     methods: list[str] = Field(default_factory=list)
     method: str | None = None

@@ -1,30 +1,17 @@
-"""Judges on finished runs: re-judge records, agreement between judges, audit samples,
-and the learned judge's held-out evaluation. Everything in ``paper_outputs/judges``
-comes from here.
+"""Judges compared on finished runs: agreement between judges, ASR under each, and audit
+samples. Everything in ``paper_outputs/judges`` comes from here, :mod:`ussafety.study.rejudge`
+and :mod:`ussafety.study.learned_report`.
 
-Why re-judging exists: generation is the expensive part of a run and the judges are
-cheap (the learned one) or slow but optional (LLM judges), so judges are applied
-to the stored generations of a record, never by generating again. Two ways:
-
-* :func:`rejudge_dir` (``ussafety rejudge RUNS --judges keyword,learned``) adds the
-  verdicts to each ``record.json`` in place, atomically (temp file + rename), through the
-  record schema: each new verdict beside the others in ``generation.verdicts``, the judge's
-  ASR in ``metrics.asr``, its over-refusal in ``metrics.over_refusal_by_judge`` and the step
-  in ``record.rejudged``; everything already in the record stays as it was (a judge's own
-  verdicts are only replaced with ``--force``, another judge's never).
-* :func:`write_judges_report` (``ussafety report judges``) judges in memory, leaves
-  the records untouched, and writes the agreement tables plus one ``audit.md`` next
-  to each record.
+:func:`write_judges_report` (``ussafety report judges``) judges in memory (through
+:func:`ussafety.study.rejudge.add_verdicts`), leaves the records untouched, and writes the
+agreement tables plus one ``audit.md`` next to each record. The re-judging and learned-judge
+names are re-exported here, where the CLI and older callers import them.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -32,132 +19,43 @@ from typing import Any
 import pandas as pd
 
 from ussafety.atomic import write_text_atomic
-from ussafety.evaluate.judges import OFFTASK, Judge, KeywordJudge, get_judge, judge_pairs, prompt_type_of
-from ussafety.evaluate.judges.metrics import (
-    agreement,
-    binary_metrics,
-    brier_score,
-    calibration_table,
-    expected_calibration_error,
+from ussafety.evaluate.judges import Judge
+from ussafety.evaluate.judges.metrics import agreement
+from ussafety.records import Generation, Record, read_record
+from ussafety.study.learned_report import heldout_tables, write_learned_heldout
+from ussafety.study.rejudge import (
+    JUDGED_KINDS,
+    OUT_DIR,
+    add_verdicts,
+    build_judges,
+    judge_asr,
+    record_paths,
+    refusal_rate,
+    rejudge_dir,
 )
-from ussafety.evaluate.suite import asr_metrics
-from ussafety.paths import PROJECT_ROOT
-from ussafety.records import Generation, Record, read_record, write_record
-from ussafety.records.schema import AsrMetrics, Rate, Verdict
-from ussafety.records.store import RECORD, git_state
-from ussafety.stats import wilson_interval
 from ussafety.study.tables import markdown_table, shown
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "AUDIT_FILE",
+    "JUDGED_KINDS",
+    "OUT_DIR",
+    "Judged",
+    "add_verdicts",
+    "agreement_rows",
+    "asr_rows",
+    "build_judges",
+    "heldout_tables",
+    "judge_asr",
+    "judged_records",
+    "record_paths",
+    "refusal_rate",
+    "rejudge_dir",
+    "write_audit",
+    "write_judges_report",
+    "write_learned_heldout",
+]
 
-OUT_DIR = PROJECT_ROOT / "paper_outputs" / "judges"
-JUDGED_KINDS = ("harmful", "xstest_safe")
 AUDIT_FILE = "audit.md"
-
-
-# --- re-judging ---------------------------------------------------------------------
-
-
-def judge_asr(rows: list[Generation], judge: str) -> AsrMetrics:
-    """Pooled and per-set ASR of ``rows`` under ``judge``: the run's own computation
-    (:func:`ussafety.evaluate.suite.asr_metrics`), so a re-judged ASR and a judged-at-run-time
-    one are the same numbers for the same verdicts."""
-    return AsrMetrics.model_validate(asr_metrics([g.model_dump() for g in rows], judge))
-
-
-def refusal_rate(rows: list[Generation], judge: str) -> Rate | None:
-    """Share of ``rows`` that ``judge`` calls refused, with its Wilson 95% interval, over the
-    rows it rated (``None`` when it rates no refusal), and, for a judge that gives three-way
-    labels, the share it calls off-task (``offtask_rate``) over the same rows."""
-    rated = [g for g in rows if g.verdicts[judge].refused is not None]
-    if not rated:
-        return None
-    refused = sum(1 for g in rated if g.verdicts[judge].refused)
-    lo, hi = wilson_interval(refused, len(rated))
-    offtask = None
-    if all(g.verdicts[judge].label is not None for g in rated):
-        n_off = sum(1 for g in rated if g.verdicts[judge].label == OFFTASK)
-        olo, ohi = wilson_interval(n_off, len(rated))
-        offtask = Rate(rate=n_off / len(rated), ci_low=olo, ci_high=ohi, n=len(rated), count=n_off, judge=judge)
-    rate = Rate(rate=refused / len(rated), ci_low=lo, ci_high=hi, n=len(rated), count=refused, judge=judge)
-    if offtask is not None:  # set only when known, so records written without it stay as they were
-        rate.offtask_rate = offtask
-    return rate
-
-
-def add_verdicts(
-    record: Record, judges: list[Judge], force: bool = False, kinds: tuple[str, ...] = JUDGED_KINDS
-) -> list[str]:
-    """Judge the record's stored generations of ``kinds`` in place; return the judges applied.
-
-    A judge whose name already has verdicts on every such row is skipped unless
-    ``force``. Adds ``metrics.asr[<judge>]`` (same fields as the run's own ASR) and,
-    for judges that rate refusal, ``metrics.over_refusal_by_judge[<judge>]``; other
-    judges' verdicts and metrics are left as they are.
-    """
-    rows = [g for g in record.generations if g.kind in kinds]
-    applied = []
-    for judge in judges:
-        if not force and rows and all(judge.name in g.verdicts for g in rows):
-            continue
-        verdicts = judge_pairs(
-            judge, [g.prompt for g in rows], [g.response for g in rows], [prompt_type_of(g.kind) for g in rows]
-        )
-        # assigned, not mutated in place, so that writing the fields a record was read
-        # with (:func:`ussafety.records.write_record`) includes them
-        for g, v in zip(rows, verdicts):
-            g.verdicts = {
-                **g.verdicts,
-                judge.name: Verdict(
-                    refused=v.refused, harmful=v.harmful, score=v.score, detail=v.detail, label=v.label
-                ),
-            }
-        metrics = record.metrics
-        harmful = [g for g in rows if g.kind == "harmful"]
-        if harmful:
-            metrics.asr = {**metrics.asr, judge.name: judge_asr(harmful, judge.name)}
-        rate = refusal_rate([g for g in rows if g.kind == "xstest_safe"], judge.name)
-        if rate is not None:
-            metrics.over_refusal_by_judge = {**metrics.over_refusal_by_judge, judge.name: rate}
-        applied.append(judge.name)
-    return applied
-
-
-def record_paths(runs: Path) -> list[Path]:
-    """Every ``<runs>/*/record.json``, sorted."""
-    return sorted(Path(runs).glob(f"*/{RECORD}"))
-
-
-def build_judges(specs: list[str]) -> list[Judge]:
-    """Judges from specs such as ``keyword``, ``learned``, ``llama_guard=/models/lg3``."""
-    return [get_judge(s) for s in specs]
-
-
-def rejudge_dir(runs: Path, specs: list[str], force: bool = False) -> dict[str, list[str]]:
-    """Add the judges' verdicts to every record under ``runs``, each written atomically.
-
-    Written as the record was read plus the new verdicts: ``finished`` (when the run
-    ended) is not touched, the step is logged in ``record.rejudged`` instead."""
-    from tqdm.auto import tqdm
-
-    judges = build_judges(specs)
-    done: dict[str, list[str]] = {}
-    for path in tqdm(record_paths(runs), desc=f"rejudge {','.join(j.name for j in judges)}", unit="record"):
-        record = read_record(path)
-        applied = add_verdicts(record, judges, force=force)
-        if applied:
-            record.rejudged = [
-                *record.rejudged,
-                {
-                    "judges": applied,
-                    "specs": specs,
-                    "git": git_state(),
-                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                },
-            ]
-            write_record(record, path)
-        done[record.run_id] = applied
-    return done
 
 
 # --- agreement ------------------------------------------------------------------------
@@ -397,115 +295,3 @@ def write_judges_report(runs: Path, specs: list[str], out_dir: Path | None = Non
         lines.append("")
     write_text_atomic(out_dir / "agreement.md", "\n".join(lines))
     return out_dir / "agreement.md"
-
-
-# --- learned judge held-out evaluation ---------------------------------------------------
-
-
-def _fmt_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
-
-
-def heldout_tables(
-    test: list[dict[str, Any]], keyword: KeywordJudge | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """(metrics per group, calibration table, summary numbers) of the test split.
-
-    Groups: all test pairs, all but the weakly labelled HH pairs, and each source.
-    The keyword judge is scored on the same pairs (``keyword_*`` columns).
-    """
-    truth = [t["label"] == "harmful" for t in test]
-    proba = [t["proba"]["harmful"] for t in test]
-    pred = [p >= 0.5 for p in proba]
-    kw = None
-    if keyword is not None:
-        kw = [v.harmful is True for v in keyword.judge([t["prompt"] for t in test], [t["response"] for t in test])]
-    groups: list[tuple[str, list[int]]] = [
-        ("all", list(range(len(test)))),
-        ("all_but_hh", [i for i, t in enumerate(test) if not t["source"].startswith("hh_")]),
-    ]
-    for source in sorted({t["source"] for t in test}):
-        groups.append((source, [i for i, t in enumerate(test) if t["source"] == source]))
-    rows = []
-    for name, idx in groups:
-        m = binary_metrics([truth[i] for i in idx], [pred[i] for i in idx])
-        row = {"group": name, **m}
-        if kw is not None:
-            k = binary_metrics([truth[i] for i in idx], [kw[i] for i in idx])
-            row.update(
-                {f"keyword_{key}": k[key] for key in ("accuracy", "precision", "recall", "predicted_positive_rate")}
-            )
-        rows.append(row)
-    calib = calibration_table(proba, truth)
-    summary = {"brier": brier_score(proba, truth), "ece": expected_calibration_error(calib)}
-    return _fmt_rows(rows), pd.DataFrame(calib), summary
-
-
-def write_learned_heldout(folder: Path, out_dir: Path | None = None) -> Path:
-    """``learned_heldout.{csv,md}`` and ``learned_calibration.csv`` from a trained artefact."""
-    out_dir = out_dir or OUT_DIR
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    test = json.loads((folder / "test_predictions.json").read_text(encoding="utf-8"))
-    table, calib, summary = heldout_tables(test, KeywordJudge.from_mirror())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "learned_heldout.csv", index=False, float_format="%.4f")
-    calib.to_csv(out_dir / "learned_calibration.csv", index=False, float_format="%.4f")
-    allrow = table.set_index("group").loc["all"]
-    counts = pd.DataFrame([{"source": s, **c} for s, c in meta["counts"].items()])
-    lines = [
-        "# Learned judge: held-out evaluation",
-        "",
-        "Generated by `ussafety judge train-learned`; do not edit by hand. The judge is a "
-        "logistic-regression head over all-MiniLM-L6-v2 embeddings of (prompt, response) "
-        "(`ussafety/evaluate/learned_judge.py`), trained on the data described in "
-        "`ussafety/evaluate/learned_data.py`; the test split holds out ~20% of prompts (every "
-        "pair built on a test prompt is in the test split only).",
-        "",
-        f"Test pairs: {int(allrow['n'])} ({int(allrow['n_positive'])} harmful). Accuracy "
-        f"{allrow['accuracy']:.3f}; on harmful: precision {allrow['precision']:.3f}, recall "
-        f"{allrow['recall']:.3f}, F1 {allrow['f1']:.3f}. Brier score {summary['brier']:.3f}, "
-        f"expected calibration error {summary['ece']:.3f} (10 equal-width bins). "
-        f"L2 strength {meta['l2']:g} (chosen on validation prompts of the training split). "
-        f"The keyword judge on the same pairs: accuracy {allrow['keyword_accuracy']:.3f}, "
-        f"precision {allrow['keyword_precision']:.3f}, recall {allrow['keyword_recall']:.3f}.",
-        "",
-        "## Per group (decision threshold P(harmful) >= 0.5)",
-        "",
-        markdown_table(
-            table,
-            [
-                "group",
-                "n",
-                "n_positive",
-                "accuracy",
-                "precision",
-                "recall",
-                "f1",
-                "predicted_positive_rate",
-                "keyword_accuracy",
-                "keyword_recall",
-                "keyword_predicted_positive_rate",
-            ],
-        ),
-        "",
-        "`all_but_hh` leaves out the HH-RLHF pairs, whose labels are preferences (the rejected "
-        "answer is the less harmless of two, not necessarily harmful). Precision or recall is "
-        "n/a where its denominator is empty (a group without harmful pairs).",
-        "",
-        "## Calibration (P(harmful), all test pairs)",
-        "",
-        markdown_table(calib.astype({"n": object}), ["bin_low", "bin_high", "n", "mean_predicted", "observed_harmful"]),
-        "",
-        "## Training data (pairs per source and split)",
-        "",
-        markdown_table(counts, ["source", "train", "test", "harmful", "refusal", "other"]),
-        "",
-        f"Embedding took {meta['embed_s']} s and training {meta['train_s']} s in all, on one CPU "
-        "thread. The trained head is cached under `.cache/judges/` and never committed; "
-        "`ussafety judge train-learned --force` rebuilds it and this file.",
-        "",
-    ]
-    if any(math.isnan(v) for v in summary.values()):
-        log.warning("held-out summary has nan values: %s", summary)
-    write_text_atomic(out_dir / "learned_heldout.md", "\n".join(lines))
-    return out_dir / "learned_heldout.md"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -69,6 +69,34 @@ def _empty(message: str, path: Path | None) -> tuple[plt.Figure, list[Path]]:
     return fig, save(fig, path)
 
 
+def _ring(ax: Any, x: Any, y: Any, *, size: float, width: float, label: str) -> None:
+    """Hollow black circles around the points a rule picked (the Pareto front, the selected
+    strengths): one look for "chosen" in every figure."""
+    ax.scatter(x, y, s=size, facecolors="none", edgecolors="black", linewidths=width, label=label, zorder=3)
+
+
+def _setting_title(model: str, task: str, scenario: str, p: float) -> str:
+    """A panel's title: model, task and scenario (the poison ratio only where there is one)."""
+    scen = scenario if scenario != "poisoned" else f"poisoned p={p:g}"
+    return f"{model} | {task} | {scen}"
+
+
+def _legend_entries(axes: list[Any]) -> dict[str, Any]:
+    """Each label once across the panels (first handle wins): one legend for the figure."""
+    uniq: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            uniq.setdefault(label, handle)
+    return uniq
+
+
+def _figure_legend(fig: plt.Figure, entries: dict[str, Any], loc: Literal["upper center", "lower center"]) -> None:
+    """The figure's one legend above the panels, at most six entries a row."""
+    fig.legend(
+        entries.values(), entries.keys(), loc=loc, ncol=min(6, len(entries)), bbox_to_anchor=(0.5, 1.0), fontsize=7
+    )
+
+
 def safety_utility(table: pd.DataFrame, path: Path | None = None) -> tuple[plt.Figure, list[Path]]:
     """ASR (x) against task score (y) per method, one panel per model x task x scenario x p,
     with 95% CIs and the Pareto front (lower ASR, higher score) as a step line."""
@@ -97,29 +125,14 @@ def safety_utility(table: pd.DataFrame, path: Path | None = None) -> tuple[plt.F
         front = g[pareto_front(list(g.asr), list(g.task_score))].sort_values("asr")
         if len(front):
             ax.step(front.asr, front.task_score, where="post", color="black", lw=1, ls="--")
-            ax.scatter(
-                front.asr,
-                front.task_score,
-                s=160,
-                facecolors="none",
-                edgecolors="black",
-                linewidths=1.2,
-                label="Pareto front",
-                zorder=3,
-            )
-        scen = scenario if scenario != "poisoned" else f"poisoned p={p:g}"
-        ax.set_title(f"{model} | {task} | {scen}")
+            _ring(ax, front.asr, front.task_score, size=160, width=1.2, label="Pareto front")
+        ax.set_title(_setting_title(model, task, scenario, p))
         ax.set_xlabel("ASR (lower is safer)")
         ax.set_ylabel("task score")
-    uniq: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            uniq.setdefault(label, handle)
+    uniq = _legend_entries(axes)
     rows = math.ceil(len(uniq) / 6)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.06 * rows / max(1, math.ceil(len(panels) / 3))))
-    fig.legend(
-        uniq.values(), uniq.keys(), loc="upper center", ncol=min(6, len(uniq)), bbox_to_anchor=(0.5, 1.0), fontsize=7
-    )
+    _figure_legend(fig, uniq, "upper center")
     return fig, save(fig, path)
 
 
@@ -234,31 +247,16 @@ def frontier_curves(frontier: pd.DataFrame, path: Path | None = None) -> tuple[p
                         f"{r.strength:g}", (r.asr, r.task_score), textcoords="offset points", xytext=(3, 3), fontsize=6
                     )
             sel = h[h.selected]
-            ax.scatter(
-                sel.asr,
-                sel.task_score,
-                s=170,
-                facecolors="none",
-                edgecolors="black",
-                linewidths=1.3,
-                zorder=3,
-                label="selected",
-            )
+            _ring(ax, sel.asr, sel.task_score, size=170, width=1.3, label="selected")
         first = g.iloc[0]
         ax.scatter([first.sft_asr], [first.sft_task_score], marker="*", s=180, color="black", label="SFT", zorder=4)
         ax.axhline(first.task_floor, color="grey", ls="--", lw=1, label="task-score floor")
-        scen = scenario if scenario != "poisoned" else f"poisoned p={p:g}"
-        ax.set_title(f"{model} | {task} | {scen} (validation)")
+        ax.set_title(_setting_title(model, task, scenario, p) + " (validation)")
         ax.set_xlabel("validation ASR (lower is safer)")
         ax.set_ylabel("validation task score")
-    uniq: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            uniq.setdefault(label, handle)
+    uniq = _legend_entries(axes)
     fig.tight_layout()
-    fig.legend(
-        uniq.values(), uniq.keys(), loc="lower center", ncol=min(6, len(uniq)), fontsize=7, bbox_to_anchor=(0.5, 1.0)
-    )
+    _figure_legend(fig, uniq, "lower center")
     return fig, save(fig, path)
 
 

@@ -4,6 +4,11 @@ A params file may name presets to start from (``extends: [../presets/cpu.yaml]``
 keys are deep-merged over them, then command-line overrides (``--set train.lr=1e-4``) over
 that. Everything is validated in one pass before anything runs: the error names the file,
 each offending key path and what is allowed, one line per problem.
+
+A relative file path in a params file (``task.upload``, ``eval.harmful_file``, a judge's
+folder, a local ``model.name``) is relative to that file, like ``extends``, so a params
+file means the same from any working folder; one given with ``--set`` is relative to the
+working folder, as on any command line (:func:`resolve_paths`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,45 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PATH_KEYS = (("task", "upload"), ("eval", "harmful_file"))
+"""Config fields that always name a file."""
+MODEL_NAMES = ("embedded", "tiny-random")
+"""``model.name`` values that are not paths (the others are a hub id or a local folder)."""
+
+
+def _beside(base: Path, value: str) -> str:
+    return value if Path(value).expanduser().is_absolute() else str(base / value)
+
+
+def _judge_beside(base: Path, spec: Any) -> Any:
+    """``llama_guard=<folder>`` with the folder made relative to ``base``; other specs as given."""
+    if not isinstance(spec, str) or "=" not in spec:
+        return spec
+    name, _, arg = spec.partition("=")
+    return f"{name}={_beside(base, arg.strip())}" if arg.strip() else spec
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``data`` (one params file's own keys) with its relative file paths made relative to
+    the folder ``base`` of that file: the fields of :data:`PATH_KEYS`, the folder of an LLM
+    judge (``llama_guard=<folder>``), and ``model.name`` when it names a folder there
+    (otherwise it is a hub id, or a folder relative to the working folder, as before)."""
+    out = copy.deepcopy(data)
+    for section, key in PATH_KEYS:
+        node = out.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = _beside(base, node[key])
+    ev = out.get("eval")
+    if isinstance(ev, dict) and isinstance(ev.get("judges"), list):
+        ev["judges"] = [_judge_beside(base, spec) for spec in ev["judges"]]
+    model = out.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(model, dict) and isinstance(name, str) and name not in MODEL_NAMES:
+        local = _beside(base, name)
+        model["name"] = local if Path(local).exists() else name
+    return out
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a params YAML and resolve its ``extends`` chain (paths relative to the file)."""
     path = Path(path).resolve()
@@ -54,7 +98,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for parent in parents:
         merged = deep_merge(merged, read_yaml(path.parent / parent, (*_seen, path)))
-    return deep_merge(merged, data)
+    return deep_merge(merged, resolve_paths(data, path.parent))
 
 
 def parse_override(text: str) -> dict[str, Any]:

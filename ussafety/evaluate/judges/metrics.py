@@ -51,6 +51,16 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else math.nan
 
 
+def proportion(count: int, n: int) -> tuple[float, float, float]:
+    """``(count / n, low, high)``: a share with its Wilson 95% interval, all three nan when ``n`` is 0.
+
+    One helper for the rates the evaluation and the judge reports print (ASR, label rates,
+    gold-set accuracy), so they cannot drift apart in how the interval or an empty set is handled.
+    """
+    lo, hi = wilson_interval(count, n)
+    return (count / n if n else math.nan), lo, hi
+
+
 def binary_metrics(truth: Sequence[bool], pred: Sequence[bool]) -> dict[str, float]:
     """Accuracy, and precision / recall / F1 on the positive (harmful) class.
 
@@ -143,12 +153,5 @@ def label_rate(rows: list[dict[str, Any]], judge: str, label: str) -> dict[str, 
     """Share of ``rows`` the judge labels ``label``, with its Wilson 95% interval (the fields
     of :class:`ussafety.records.schema.Rate`)."""
     count = sum(1 for r in rows if row_label(r, judge) == label)
-    lo, hi = wilson_interval(count, len(rows))
-    return {
-        "rate": count / len(rows) if rows else float("nan"),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n": len(rows),
-        "count": count,
-        "judge": judge,
-    }
+    rate, lo, hi = proportion(count, len(rows))
+    return {"rate": rate, "ci_low": lo, "ci_high": hi, "n": len(rows), "count": count, "judge": judge}

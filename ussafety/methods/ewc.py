@@ -136,12 +136,38 @@ def sample_rows(ctx: TrainContext, n_batches: int) -> list[Example]:
 class ImportancePenalty(Method):
     """Shared wiring of EWC and MAS: ``lam/2 * sum Omega * (delta W)^2`` in the loss.
 
-    Subclasses set ``self.importance`` (normalised, one tensor per adapted layer's base
-    weight) in ``prepare`` and name their log key in ``log_key``.
+    Subclasses say how the raw importance is measured (:meth:`raw_importance`), under which
+    prefix its statistics are logged (``importance_key``) and their penalty's log key
+    (``log_key``); the checks of ``per`` and ``normalize``, the timing of ``prepare`` and the
+    normalisation are the same for both, so they live here.
     """
 
     lam: float
+    per: str
+    normalize: str
     log_key: ClassVar[str] = "penalty"
+    importance_key: ClassVar[str] = "importance"
+
+    def __post_init__(self) -> None:
+        self.check_choice("per", PER)
+        self.check_choice("normalize", NORMALIZE)
+        self.importance: dict[str, torch.Tensor] = {}
+
+    def check_choice(self, param: str, allowed: tuple[str, ...]) -> None:
+        """Refuse a parameter outside ``allowed`` when the method is built (the config turns
+        the error into one that names the parameter), not when training reaches it."""
+        value = getattr(self, param)
+        if value not in allowed:
+            raise ValueError(f"{self.name}: {param} must be one of {allowed}, got '{value}'")
+
+    def raw_importance(self, model: Any, ctx: TrainContext) -> dict[str, torch.Tensor]:
+        """The unnormalised importance of every adapted base weight (EWC's Fisher, MAS's Omega)."""
+        raise NotImplementedError
+
+    def prepare(self, model: Any, ctx: TrainContext) -> None:
+        start = time.perf_counter()
+        self.set_importance(model, self.raw_importance(model, ctx), self.normalize, ctx, self.importance_key)
+        ctx.logs[f"{self.name}_prepare_s"] = time.perf_counter() - start
 
     def penalty(self, model: Any) -> torch.Tensor:
         """The current penalty (differentiable w.r.t. the LoRA parameters)."""
@@ -218,17 +244,8 @@ class EWC(ImportancePenalty):
     per: str = "example"
     normalize: str = "max"
     log_key = "ewc_penalty"
+    importance_key = "ewc_fisher"
 
-    def __post_init__(self) -> None:
-        if self.per not in PER:
-            raise ValueError(f"ewc: per must be one of {PER}, got '{self.per}'")
-        if self.normalize not in NORMALIZE:
-            raise ValueError(f"ewc: normalize must be one of {NORMALIZE}, got '{self.normalize}'")
-        self.importance: dict[str, torch.Tensor] = {}
-
-    def prepare(self, model: Any, ctx: TrainContext) -> None:
-        start = time.perf_counter()
+    def raw_importance(self, model: Any, ctx: TrainContext) -> dict[str, torch.Tensor]:
         rows = sample_rows(ctx, self.n_fisher)
-        fisher = weight_importance(model, rows, ctx, self.per, response_nll_sum, torch.square)
-        self.set_importance(model, fisher, self.normalize, ctx, "ewc_fisher")
-        ctx.logs["ewc_prepare_s"] = time.perf_counter() - start
+        return weight_importance(model, rows, ctx, self.per, response_nll_sum, torch.square)

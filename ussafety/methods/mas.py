@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ussafety.methods.base import TrainContext, register
-from ussafety.methods.ewc import NORMALIZE, PER, ImportancePenalty, sample_rows, weight_importance
+from ussafety.methods.ewc import ImportancePenalty, sample_rows, weight_importance
 from ussafety.models.losses import response_hidden, response_logits
 
 OUTPUTS = ("logits", "hidden")
@@ -74,21 +73,14 @@ class MAS(ImportancePenalty):
     normalize: str = "max"
     output: str = "logits"
     log_key = "mas_penalty"
+    importance_key = "mas_omega"
 
     def __post_init__(self) -> None:
-        if self.per not in PER:
-            raise ValueError(f"mas: per must be one of {PER}, got '{self.per}'")
-        if self.normalize not in NORMALIZE:
-            raise ValueError(f"mas: normalize must be one of {NORMALIZE}, got '{self.normalize}'")
-        if self.output not in OUTPUTS:
-            raise ValueError(f"mas: output must be one of {OUTPUTS}, got '{self.output}'")
-        self.importance: dict[str, torch.Tensor] = {}
+        super().__post_init__()
+        self.check_choice("output", OUTPUTS)
 
-    def prepare(self, model: Any, ctx: TrainContext) -> None:
-        start = time.perf_counter()
+    def raw_importance(self, model: Any, ctx: TrainContext) -> dict[str, torch.Tensor]:
         rows = sample_rows(ctx, self.n_batches)
-        omega = weight_importance(
+        return weight_importance(
             model, rows, ctx, self.per, lambda m, b: response_output_sq_norm(m, b, self.output), torch.abs
         )
-        self.set_importance(model, omega, self.normalize, ctx, "mas_omega")
-        ctx.logs["mas_prepare_s"] = time.perf_counter() - start

@@ -143,23 +143,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-MD_COLUMNS = [
-    "point",
-    "method",
-    "n_refusal",
-    "n_helpful",
-    "n_lookalike",
-    "lr",
-    "asr",
-    "asr_harmbench",
-    "asr_strongreject",
-    "over_refusal",
-    "sst2",
-    "sst2_vs_instruct",
-    "align_wall_s",
-    "eval_wall_s",
-    "meets_target",
-]
+CSV_ONLY = ("run_id", "n_contrastive", "epochs", "pref_pairs", "asr_ci_low", "asr_ci_high", "asr_advbench", "commit")
+"""Columns the CSV keeps and the Markdown table leaves out, so that it stays readable."""
+MD_COLUMNS = [c for c in COLUMNS if c not in CSV_ONLY]
 
 
 def to_markdown(rows: list[dict[str, Any]], records_dir: str) -> str:

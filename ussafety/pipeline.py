@@ -1,5 +1,9 @@
 """One run, start to finish: aligned base -> customer fine-tuning -> evaluation -> record.
 
+A fine-tuning run keeps what it evaluated as a PEFT adapter in ``runs/<run id>/adapter``
+(``save_pretrained``), with a model card (:mod:`ussafety.records.card`) written once the
+evaluation has measured what the card states, just before the record.
+
 The same function serves the four conditions of the phenomenon (instruct: no
 alignment, no task; aligned: no task; benign and poisoned fine-tuning) and every
 method: the config decides. A run whose record exists is returned as it is.
@@ -25,6 +29,7 @@ from ussafety.evaluate.suite import evaluate_model
 from ussafety.methods import TrainContext, make_method, trains_like_sft
 from ussafety.models.loading import add_lora, load_adapter, load_model, model_dir_for, save_adapter
 from ussafety.paths import cache_dir
+from ussafety.records.card import write_model_card
 from ussafety.records.schema import Record
 from ussafety.records.store import load_record, provenance, run_dir, save_record, write_json_atomic
 from ussafety.train.align import aligned_base
@@ -104,6 +109,7 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
     model, tokenizer = loaded.model, loaded.tokenizer
     files: dict[str, str] = {}
     train_record: dict[str, Any] | None = None
+    adapter_dir: Path | None = None
     fine_tuning = bool(cfg.task.name or cfg.task.upload)
     if fine_tuning:
         rows = train_rows(cfg, special_tokens=[*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()])
@@ -148,8 +154,8 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
         t_final = time.perf_counter()
         model = finalize_all(model, hooks, ctx)
         train_record = {**train_info, "finalize_s": round(time.perf_counter() - t_final, 2), "method_logs": ctx.logs}
-        if hasattr(model, "peft_config"):
-            save_adapter(model, run_dir(run_id, root) / "adapter")
+        if hasattr(model, "peft_config"):  # the model the evaluation sees, as PEFT saves it
+            adapter_dir = save_adapter(model, run_dir(run_id, root) / "adapter")
     ev = evaluate_model(model, tokenizer, cfg.eval, cfg.eval.task_name(cfg.task.name))
     files.update(ev.data_sha256)
     record = Record.model_validate(
@@ -165,5 +171,7 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
             "model_source": loaded.source,
         }
     )
+    if adapter_dir is not None:  # the card states what was measured, so it comes after the evaluation
+        write_model_card(record, adapter_dir)
     save_record(record, root)
     return record

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -178,23 +179,31 @@ def build(nb: str, repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
         ("code", RESOLVE),
     ]
     cells += ANALYSIS_BODY if nb == "analysis" else grid_body(nb)
+    return notebook(nb, cells)
+
+
+def notebook(name: str, cells: list[tuple[str, str]], **metadata: Any) -> nbformat.NotebookNode:
+    """A validated notebook of ``(kind, source)`` cells: ``parameters`` is a code cell tagged
+    for papermill, and ids are ``<name>-<index>``, fixed so that regenerating an unchanged
+    notebook changes nothing; ``metadata`` adds to the Python 3 / Colab defaults."""
     out = []
     for i, (kind, source) in enumerate(cells):
         cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
         if kind == "parameters":
             cell.metadata["tags"] = ["parameters"]
-        cell["id"] = f"{nb}-{i:02d}"
+        cell["id"] = f"{name}-{i:02d}"
         out.append(cell)
-    notebook = new_notebook(
+    nb = new_notebook(
         cells=out,
         metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "language_info": {"name": "python"},
             "colab": {"provenance": []},
+            **metadata,
         },
     )
-    nbformat.validate(notebook)
-    return notebook
+    nbformat.validate(nb)
+    return nb
 
 
 def render(nb: str, repo: str = GITHUB_REPO) -> str:
@@ -284,24 +293,7 @@ def build_colab(repo: str = GITHUB_REPO) -> nbformat.NotebookNode:
         ("code", COLAB_RUN),
         ("code", COLAB_OUTPUTS),
     ]
-    out = []
-    for i, (kind, source) in enumerate(cells):
-        cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
-        if kind == "parameters":
-            cell.metadata["tags"] = ["parameters"]
-        cell["id"] = f"colab-{i:02d}"
-        out.append(cell)
-    notebook = new_notebook(
-        cells=out,
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-            "colab": {"provenance": []},
-            "accelerator": "GPU",
-        },
-    )
-    nbformat.validate(notebook)
-    return notebook
+    return notebook("colab", cells, accelerator="GPU")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,6 +168,23 @@ class Judge(ABC):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
 
 
+class PairJudge(Judge):
+    """A judge that decides each pair on its own (a rule, nothing to batch): subclasses
+    implement :meth:`judge_one`; :meth:`judge` checks the inputs and resolves the prompt
+    types once for all of them, so every rule judge does it the same way."""
+
+    @abstractmethod
+    def judge_one(self, prompt: str, response: str, prompt_type: str) -> Verdict:
+        """The verdict for one pair; ``prompt_type`` is already ``harmful`` or ``safe``."""
+
+    def judge(
+        self, prompts: list[str], responses: list[str], prompt_types: Sequence[str] | str | None = None
+    ) -> list[Verdict]:
+        self._check_lengths(prompts, responses)
+        types = resolve_prompt_types(prompt_types, len(prompts))
+        return [self.judge_one(p, r, t) for p, r, t in zip(prompts, responses, types)]
+
+
 def _takes_prompt_types(judge: Judge) -> bool:
     try:
         return "prompt_types" in inspect.signature(judge.judge).parameters

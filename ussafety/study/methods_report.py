@@ -17,18 +17,15 @@ from ussafety.config import RunConfig, load_config
 from ussafety.methods import family_of
 from ussafety.paths import PROJECT_ROOT, runs_dir
 from ussafety.records import Record
+from ussafety.study.report_files import exports_to, record_lines, records_home, write_markdown
 from ussafety.study.tables import (
     condition_table,
     export_records,
-    exports_to,
     markdown_table,
     per_set_columns,
-    record_lines,
     records_for,
-    records_home,
     shown,
     train_cost_s,
-    write_markdown,
 )
 
 METHOD_ORDER = [

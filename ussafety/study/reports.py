@@ -36,17 +36,8 @@ from ussafety.study.methods_report import (
     second_judges,
     write_methods,
 )
-from ussafety.study.tables import (
-    condition_table,
-    export_records,
-    exports_to,
-    markdown_table,
-    per_set_columns,
-    record_lines,
-    records_for,
-    records_home,
-    write_markdown,
-)
+from ussafety.study.report_files import exports_to, record_lines, records_home, write_markdown
+from ussafety.study.tables import condition_table, export_records, markdown_table, per_set_columns, records_for
 
 __all__ = [
     "ATTEMPT_COLUMNS",

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ussafety.config import RunConfig, load_config, run_id
-from ussafety.paths import PROJECT_ROOT, runs_dir
+from ussafety.paths import PROJECT_ROOT
 from ussafety.records import Record, load_record, record_path, write_record
 from ussafety.stats import holm_correction, mcnemar_exact, wilson_interval
 
@@ -163,41 +163,6 @@ def shown(path: Path) -> Path:
         return Path(path)
 
 
-# ---------------------------------------------------------------- shared by the reports
-
-
-def records_home(out_dir: Path) -> Path:
-    """Where a report beside ``out_dir`` keeps its evidence: one ``records/`` folder next to
-    the reports' folders (``paper_outputs/records``), shared by the phenomenon, methods and
-    study outputs, so a record used by several tables is stored once."""
-    return out_dir.parent / "records"
-
-
-def record_lines(names: list[str], df: pd.DataFrame) -> list[str]:
-    """``- `<name>`: `../records/<run id>/record.json` (commit ...)`` per row: where each
-    number of the table comes from."""
-    return [
-        f"- `{name}`: `../records/{run_id}/record.json` (commit `{str(commit)[:10]}`)"
-        for name, run_id, commit in zip(names, df.run_id, df.git_commit)
-    ]
-
-
 def per_set_columns(df: pd.DataFrame) -> list[str]:
     """The per-prompt-set ASR columns (``asr_<set>``) of a condition table."""
     return [c for c in df.columns if c.startswith("asr_") and not c.startswith("asr_ci")]
-
-
-def exports_to(root: Path | None, home: Path) -> bool:
-    """Whether a report read from ``root`` copies its records into ``home``: not when it
-    was regenerated from ``home`` itself (``--runs paper_outputs/records``)."""
-    return (root or runs_dir()).resolve() != home.resolve()
-
-
-def write_markdown(path: Path, lines: list[str]) -> Path:
-    """Write ``lines`` with the hand-written ``notes.md`` beside ``path`` appended: the
-    reading of the table is kept by a person, the numbers by code."""
-    notes = path.parent / "notes.md"
-    if notes.is_file():
-        lines = [*lines, "", notes.read_text(encoding="utf-8").strip()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

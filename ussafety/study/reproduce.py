@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from ussafety.atomic import write_text_atomic
 from ussafety.paths import PROJECT_ROOT
+from ussafety.progress import progress_enabled
 
 NOTEBOOKS = ("benign", "poisoned", "ablations", "merging", "analysis")
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -150,7 +151,7 @@ def reproduce(
             str(target),
             parameters=params,
             cwd=str(PROJECT_ROOT),
-            progress_bar=progress_bar,
+            progress_bar=progress_bar and progress_enabled(),  # the package's rule: ussafety.progress
             log_output=log_output,
             kernel_name="python3",
         )

@@ -41,6 +41,7 @@ from ussafety.models.chat import IGNORE, collate, encode_train
 from ussafety.models.loading import LoadedModel, add_lora, load_model, model_dir_for, save_merged
 from ussafety.models.losses import response_logits
 from ussafety.paths import cache_dir
+from ussafety.progress import progress
 from ussafety.train.trainer import fine_tune
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,10 @@ def preference_pairs(
         raise ValueError(f"align.pref_pairs: only {len(candidates)} refusal rows are left")
     t0 = time.perf_counter()
     model.eval()
-    answers = generate_for(model, tokenizer, candidates, max_new_tokens=cfg.pref_rejected_tokens, batch_size=32)
+    with progress(total=len(candidates), desc="dpo: rejected answers", unit="prompt") as bar:
+        answers = generate_for(
+            model, tokenizer, candidates, max_new_tokens=cfg.pref_rejected_tokens, batch_size=32, progress=bar.update
+        )
     gen_s = time.perf_counter() - t0
     harmful: list[tuple[Example, Example]] = []
     for ex, answer in zip(candidates, answers):
@@ -264,7 +268,7 @@ def dpo_train(model: Any, tokenizer: Any, pairs: list[tuple[Example, Example]], 
     ref_c, ref_r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     model.eval()
     with torch.no_grad(), model.disable_adapter():
-        for i in range(0, len(pairs), bs):
+        for i in progress(range(0, len(pairs), bs), desc="dpo: reference log-probs", unit="batch"):
             batch = collate(chosen[i : i + bs] + rejected[i : i + bs], pad)
             logps, _ = sequence_logps(model, batch)
             n = len(chosen[i : i + bs])
@@ -278,7 +282,7 @@ def dpo_train(model: Any, tokenizer: Any, pairs: list[tuple[Example, Example]], 
     order: list[int] = []
     history: list[dict[str, float]] = []
     model.train()
-    for step in range(total):
+    for step in progress(range(total), desc="dpo", unit="step"):
         if len(order) < bs:
             more = list(range(len(pairs)))
             rng.shuffle(more)

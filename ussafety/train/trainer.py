@@ -5,8 +5,8 @@ forward pass of the step (kept on ``ctx.outputs`` for methods that need the curr
 outputs, so none runs the model on the same batch again) and asks the methods for the
 objective (task loss + whatever they add); a callback calls ``after_backward`` just
 before each optimizer step (gradients of all accumulation micro-batches are in place)
-and ``after_step`` right after it. Progress bars, seeding, gradient accumulation and
-multi-GPU (accelerate) come from ``Trainer``.
+and ``after_step`` right after it. Progress bars (shown under :mod:`ussafety.progress`'s
+rule), seeding, gradient accumulation and multi-GPU (accelerate) come from ``Trainer``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ussafety.data.types import Example
 from ussafety.methods.base import Method, TrainContext
 from ussafety.models.chat import Collator, encode_train
 from ussafety.models.losses import response_cross_entropy, response_outputs
+from ussafety.progress import progress_enabled
 
 
 class EncodedDataset(Dataset):
@@ -144,7 +145,7 @@ def training_args(cfg: TrainConfig, seed: int, output_dir: str, n_rows: int) -> 
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=not progress_enabled(),  # the package's one rule (ussafety.progress)
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     )
 

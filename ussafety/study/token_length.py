@@ -15,11 +15,11 @@ is stated in the output. Regenerate::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from ussafety.atomic import write_text_atomic
 from ussafety.evaluate.judges import HARMFUL, REFUSAL, get_judge, judge_pairs, prompt_type_of
@@ -52,6 +52,8 @@ COLUMNS = [
     "flips_down",
     "mcnemar_p_vs_256",
 ]
+KEY_COLUMNS = ("condition", "run_id", "kind", "metric", "count")
+"""Columns the markdown shows in its section titles (or not at all) rather than in the table."""
 
 
 def is_study_record(rec: Record) -> bool:
@@ -123,11 +125,7 @@ def condition_rows(
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    return pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False, lineterminator="\n")
 
 
 def to_markdown(rows: list[dict[str, Any]], records: list[Record], records_dir: str) -> str:
@@ -146,19 +144,7 @@ def to_markdown(rows: list[dict[str, Any]], records: list[Record], records_dir: 
         "test of the counted flag, paired by prompt (uncorrected).",
         "",
     ]
-    cols = [
-        "judge",
-        "tokens",
-        "n",
-        "rate",
-        "ci_low",
-        "ci_high",
-        "still_running",
-        "changed_vs_256",
-        "flips_up",
-        "flips_down",
-        "mcnemar_p_vs_256",
-    ]
+    cols = [c for c in COLUMNS if c not in KEY_COLUMNS]
     for cond in dict.fromkeys(r["condition"] for r in rows):
         for kind in KINDS:
             sub = [r for r in rows if r["condition"] == cond and r["kind"] == kind]

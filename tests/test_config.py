@@ -164,3 +164,42 @@ def test_every_committed_params_file_resolves() -> None:
     ids = {f.name: run_id(load_config(f)) for f in files}
     assert ids["sft.yaml"] == ids["sft_poisoned_p0.1.yaml"]  # one computation, two files
     assert len(set(ids.values())) == len(ids) - 1
+
+
+def test_trackers_are_transformers_integrations() -> None:
+    """``schema.TRACKERS`` is a copy (validation must not import transformers): keep it equal."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    from ussafety.config.schema import TRACKERS
+
+    assert sorted(TRACKERS) == sorted(INTEGRATION_TO_CALLBACK) == list(TRACKERS)
+
+
+def test_each_method_lives_in_the_module_of_its_name() -> None:
+    """What lets a config import only the method it names (``methods.method_class``)."""
+    from ussafety.methods import load_all, method_class, method_names
+
+    load_all()
+    public = sorted(n for n in REGISTRY if not n.startswith("_"))
+    assert method_names() == public
+    assert all(method_class(n).__module__ == f"ussafety.methods.{n}" for n in public)
+    with pytest.raises(ValueError, match=r"unknown merge 'dre' \(known: agem, der"):
+        method_class("dre", "merge")
+
+
+def test_a_method_registered_in_another_module_is_refused() -> None:
+    from ussafety.methods import Method, register
+
+    stray = type("Stray", (Method,), {"__module__": "ussafety.methods.der"})
+    with pytest.raises(ValueError, match="belongs in methods/stray.py"):
+        register("stray")(stray)
+    assert "stray" not in REGISTRY
+
+
+def test_gpu_build_is_read_from_torchs_version_file_as_torch_says() -> None:
+    """``_cuda()`` answers False without importing torch only for a CPU build of torch."""
+    import torch
+
+    assert identity._torch_gpu_build() == (torch.version.cuda is not None or torch.version.hip is not None)
+    if not identity._torch_gpu_build():
+        assert torch.cuda.is_available() is False

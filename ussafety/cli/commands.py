@@ -1,7 +1,8 @@
 """What each ``ussafety`` subcommand does; the parser is in :mod:`ussafety.cli.main`.
 
-Handlers import the heavy parts (torch, transformers) inside, so a bad config or upload is
-reported before any of them loads.
+Handlers import the heavy parts (torch, transformers, the pipeline) inside, after every
+config and upload has been checked, so a bad one is reported in well under a second, before
+any of them loads (``tests/test_cli.py`` checks that none is imported by then).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ussafety.config import ConfigError, RunConfig, deep_merge, load_config, parse_override, run_id
-from ussafety.records import Record
+from ussafety.config import ConfigError, RunConfig, deep_merge, load_config, parse_override, preflight, run_id
+
+if TYPE_CHECKING:
+    from ussafety.records import Record
 
 
 def configs(args: argparse.Namespace, files: list[str]) -> list[RunConfig]:
@@ -68,10 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             )
         return 0
-    from ussafety.pipeline import preflight, run
-
     for cfg in cfgs:
-        preflight(cfg)
+        preflight(cfg)  # uploads and judge folders: still nothing loaded
+    from ussafety.pipeline import run
+
     if getattr(args, "executor", "local") == "ray":
         return run_on_ray(args, cfgs)
     for cfg in cfgs:

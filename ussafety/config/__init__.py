@@ -1,8 +1,10 @@
-"""The config of one run: typed sections (:mod:`.schema`), params files (:mod:`.files`) and the
-run identity derived from them (:mod:`.identity`)."""
+"""The config of one run: typed sections (:mod:`.schema`), params files (:mod:`.files`), the
+run identity derived from them (:mod:`.identity`) and the checks of the files a config names
+(:mod:`.preflight`). Nothing in this package imports torch or transformers."""
 
 from ussafety.config.files import ConfigError, deep_merge, from_dict, load_config, parse_override, read_yaml
 from ussafety.config.identity import align_key, canonical, config_hash, run_id, training_key
+from ussafety.config.preflight import preflight
 from ussafety.config.schema import (
     AlignConfig,
     EvalConfig,
@@ -33,6 +35,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "parse_override",
+    "preflight",
     "read_yaml",
     "run_id",
     "training_key",

@@ -23,12 +23,13 @@ base, an SFT training reused by merges) are keyed the same way by :func:`align_k
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from ussafety.data import splits
 
 if TYPE_CHECKING:  # at run time imported where needed: the schema's validators import this package
     from ussafety.config.schema import RunConfig
@@ -53,12 +54,48 @@ def config_hash(obj: Any) -> str:
 
 
 def _cuda() -> bool:
+    """Whether torch sees a CUDA (or ROCm) GPU here: ``backend``/``dtype: auto`` resolve by it.
+
+    A CPU-only build of torch sees none, and says so in its ``version.py``; that file is read
+    as text, so ``--dry-run`` and the validation before a run do not import torch (~1.5 s)
+    where torch could not answer anything else. A GPU build is asked."""
+    if "torch" not in sys.modules and not _torch_gpu_build():
+        return False
     try:
         import torch
 
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
+
+
+def _torch_gpu_build() -> bool:
+    """Whether the installed torch is a CUDA or ROCm build (``torch.version.cuda`` or ``.hip``
+    set), from its ``version.py`` without importing torch; False when torch is not installed,
+    True when the file does not say plainly (then torch itself is asked)."""
+    spec = importlib.util.find_spec("torch")  # a top-level package: found, not imported
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        tree = ast.parse((Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text())
+    except (OSError, SyntaxError, StopIteration):
+        return True
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        targets: list[ast.expr]
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        elif isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("cuda", "hip"):
+                try:
+                    found[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    return True
+    return set(found) != {"cuda", "hip"} or any(v is not None for v in found.values())
 
 
 def resolved_model(model: dict[str, Any], cuda: bool | None = None, method: str | None = None) -> dict[str, Any]:
@@ -130,6 +167,8 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
         for key in ("harmful_sets", "n_per_harmful_set", "n_xstest", "n_task", "seed"):
             d["eval"].pop(key, None)
         # a new version of a committed split is a new computation under the same ``split``
+        from ussafety.data import splits  # numpy and scipy (0.3 s): only for a committed split
+
         task = d["eval"]["task"] or (d.get("task") or {}).get("name")
         names = splits.eval_splits(d["eval"]["split"], task)
         if "harmful_file" in d["eval"]:
@@ -140,16 +179,16 @@ def canonical(cfg: RunConfig | dict[str, Any], cuda: bool | None = None) -> dict
 
 def stamps(cfg: RunConfig) -> dict[str, int]:
     """The behaviour versions of the code this run goes through."""
-    from ussafety.methods import REGISTRY
+    from ussafety.methods import method_class
 
     out = {"data": STAMPS["data"], "evaluation": STAMPS["evaluation"]}
     if cfg.align.enabled:
         out["alignment"] = STAMPS["alignment"]
     if cfg.task.name or cfg.task.upload:
         out["training"] = STAMPS["training"]
-        out[f"method:{cfg.method.name}"] = REGISTRY[cfg.method.name].version
+        out[f"method:{cfg.method.name}"] = method_class(cfg.method.name).version
         if cfg.merge.name:
-            out[f"merge:{cfg.merge.name}"] = REGISTRY[cfg.merge.name].version
+            out[f"merge:{cfg.merge.name}"] = method_class(cfg.merge.name).version
     return out
 
 

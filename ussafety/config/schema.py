@@ -10,6 +10,12 @@ Names that refer to registries (data sets, tasks, judges, methods) are checked h
 so a typo fails in a second instead of after alignment has run. A method's own
 hyper-parameters are the fields of its dataclass (declared in its file); they are
 validated against it and stored with every default filled in (see :mod:`.identity`).
+
+Nothing here imports torch, transformers or peft, not even lazily: the method named is
+imported alone and its module defers torch to its hooks (:mod:`ussafety.methods`), and the
+trackers of ``report_to`` are a list kept here (:data:`TRACKERS`). So a bad params file is
+refused in a fraction of a second, before any model or framework loads
+(``tests/test_cli.py`` holds the whole ``ussafety run`` validation path to that).
 """
 
 from __future__ import annotations
@@ -17,11 +23,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from ussafety.data.loaders import available as available_sets
 from ussafety.data.tasks import TASKS
+
+TRACKERS = (
+    "azure_ml",
+    "clearml",
+    "codecarbon",
+    "comet_ml",
+    "dagshub",
+    "dvclive",
+    "flyte",
+    "kubeflow",
+    "mlflow",
+    "neptune",
+    "swanlab",
+    "tensorboard",
+    "trackio",
+    "wandb",
+)
+"""The experiment trackers ``report_to`` accepts: transformers' ``INTEGRATION_TO_CALLBACK``
+keys, copied so that validating a config does not import transformers (and torch);
+``tests/test_config.py`` fails when the installed transformers' list differs."""
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -34,12 +69,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
 
 
-def _known_sets(names: list[str], what: str) -> list[str]:
-    known = set(available_sets())
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise ValueError(f"unknown {what} {bad} (known: {', '.join(sorted(known))})")
-    return names
+def _known_set(name: str) -> str:
+    known = available_sets()
+    if name not in known:
+        raise ValueError(f"unknown data set {name!r} (known: {', '.join(sorted(known))})")
+    return name
+
+
+def _known_task(name: str) -> str:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}, or null)")
+    return name
+
+
+DataSetName = Annotated[str, AfterValidator(_known_set)]
+"""A data set of :mod:`ussafety.data.loaders`; each field that names one is checked by its type."""
+TaskName = Annotated[str, AfterValidator(_known_task)]
+"""A task of :mod:`ussafety.data.tasks`."""
 
 
 class ModelConfig(Section):
@@ -86,12 +132,9 @@ class TrainConfig(Section):
     @field_validator("report_to")
     @classmethod
     def _report_to(cls, v: list[str]) -> list[str]:
-        if v:  # transformers' own list of integrations, imported only when one is asked for
-            from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-            bad = sorted(set(v) - set(INTEGRATION_TO_CALLBACK))
-            if bad:
-                raise ValueError(f"unknown tracker(s) {bad} (known: {', '.join(sorted(INTEGRATION_TO_CALLBACK))})")
+        bad = sorted(set(v) - set(TRACKERS))
+        if bad:
+            raise ValueError(f"unknown tracker(s) {bad} (known: {', '.join(TRACKERS)})")
         return v
 
 
@@ -128,10 +171,10 @@ class AlignConfig(Section):
     """
 
     enabled: bool = True
-    refusal_set: str = "refusals"
+    refusal_set: DataSetName = "refusals"
     n_refusal: Annotated[int, Field(ge=0)] = 160
     keyword_refusals_only: bool = True
-    helpful_sets: list[str] = Field(default_factory=lambda: ["alpaca_safety"])
+    helpful_sets: list[DataSetName] = Field(default_factory=lambda: ["alpaca_safety"])
     n_helpful: Annotated[int, Field(ge=0)] = 480
     n_contrastive: Annotated[int, Field(ge=0)] = 0
     n_lookalike: Annotated[int, Field(ge=0)] = 0
@@ -144,16 +187,6 @@ class AlignConfig(Section):
     pref_rejected_tokens: PositiveInt = 48
     train: TrainConfig = Field(default_factory=_align_train)
     seed: int = 0
-
-    @field_validator("helpful_sets")
-    @classmethod
-    def _helpful_sets(cls, v: list[str]) -> list[str]:
-        return _known_sets(v, "data set(s)")
-
-    @field_validator("refusal_set")
-    @classmethod
-    def _refusal_set(cls, v: str) -> str:
-        return _known_sets([v], "data set")[0]
 
     @model_validator(mode="after")
     def _contrastive_within_helpful(self) -> AlignConfig:
@@ -179,10 +212,10 @@ class TaskConfig(Section):
     tokens inside it are refused, or escaped and recorded with ``control_tokens: escape``.
     """
 
-    name: str | None = "sst2"
+    name: TaskName | None = "sst2"
     n_train: PositiveInt = 200
     poison_ratio: Probability = 0.0
-    harmful_set: str = "beavertails_pairs"
+    harmful_set: DataSetName = "beavertails_pairs"
     upload: str | None = None
     control_tokens: Literal["refuse", "escape"] = "refuse"
 
@@ -193,33 +226,18 @@ class TaskConfig(Section):
             raise ValueError(f"upload file {v!r} does not exist")
         return v
 
-    @field_validator("name")
-    @classmethod
-    def _task_name(cls, v: str | None) -> str | None:
-        if v is not None and v not in TASKS:
-            raise ValueError(f"unknown task {v!r} (known: {', '.join(sorted(TASKS))}, or null)")
-        return v
-
-    @field_validator("harmful_set")
-    @classmethod
-    def _harmful_set(cls, v: str) -> str:
-        return _known_sets([v], "data set")[0]
-
 
 def method_params(name: str, params: dict[str, Any], role: str = "method") -> dict[str, Any]:
     """``params`` validated against the method's dataclass, every default filled in.
 
     Types are coerced as everywhere in the config (``"1e3"`` -> 1000.0); unknown keys and
     the method's own checks (its ``__post_init__``) become errors naming the parameter.
+    Only the module of method ``name`` is imported (no torch: see :mod:`ussafety.methods`).
     """
-    from ussafety.methods import REGISTRY, load_all  # imports torch
+    from ussafety.methods import method_class
     from ussafety.methods.base import param_fields
 
-    load_all()
-    public = sorted(n for n in REGISTRY if not n.startswith("_"))
-    if name not in REGISTRY:
-        raise ValueError(f"unknown {role} {name!r} (known: {', '.join(public)})")
-    cls = REGISTRY[name]
+    cls = method_class(name, role)
     fields = {f.name for f in param_fields(cls)}
     unknown = sorted(set(params) - fields)
     if unknown:
@@ -227,12 +245,32 @@ def method_params(name: str, params: dict[str, Any], role: str = "method") -> di
     try:
         obj = TypeAdapter(cls).validate_python(dict(params))
     except PydanticValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{role} {name!r}: params.{where}: {first['msg']}") from None
+        first = err.errors()[0]  # a field's type, or (no location) the method's __post_init__
+        where = "".join(f"{p}: " for p in first["loc"])
+        raise ValueError(f"{role} {name!r}: {where}{str(first['msg']).removeprefix('Value error, ')}") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"{role} {name!r}: {err}") from None
     return {f.name: getattr(obj, f.name) for f in param_fields(cls)}
+
+
+def _method_name(name: str, role: str) -> str:
+    from ussafety.methods import method_class
+
+    method_class(name, role)  # raises naming the known methods
+    return name
+
+
+def _filled_params(params: dict[str, Any], info: ValidationInfo, role: str) -> dict[str, Any]:
+    """``params`` of the ``name`` validated just before it (fields validate in order), every
+    default filled in; left as given when the name itself was refused (its error is enough)."""
+    if "name" not in info.data:
+        return params
+    name = info.data["name"]
+    if name is None:
+        if params:
+            raise ValueError(f"params given but no {role} name")
+        return params
+    return method_params(name, params, role)
 
 
 class MethodConfig(Section):
@@ -241,20 +279,18 @@ class MethodConfig(Section):
 
     name: str = "sft"
     params: dict[str, Any] = Field(default_factory=dict)
-    safety_set: str = "refusals"
+    safety_set: DataSetName = "refusals"
     n_safety: PositiveInt = 256
 
-    @field_validator("safety_set")
+    @field_validator("name")
     @classmethod
-    def _safety_set(cls, v: str) -> str:
-        return _known_sets([v], "data set")[0]
+    def _name(cls, v: str) -> str:
+        return _method_name(v, "method")
 
-    @model_validator(mode="after")
-    def _params(self) -> MethodConfig:
-        filled = method_params(self.name, self.params)
-        if filled != self.params:
-            object.__setattr__(self, "params", filled)
-        return self
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _filled_params(v, info, "method")
 
 
 class MergeConfig(Section):
@@ -263,16 +299,15 @@ class MergeConfig(Section):
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _params(self) -> MergeConfig:
-        if self.name is None:
-            if self.params:
-                raise ValueError("params given but no merge name")
-            return self
-        filled = method_params(self.name, self.params, role="merge")
-        if filled != self.params:
-            object.__setattr__(self, "params", filled)
-        return self
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return v if v is None else _method_name(v, "merge")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _filled_params(v, info, "merge")
 
 
 class EvalConfig(Section):
@@ -297,7 +332,9 @@ class EvalConfig(Section):
     split: Literal["sample", "validation", "test"] = "test"
     harmful_file: str | None = None
     prompt_column: str = "prompt"
-    harmful_sets: list[str] = Field(default_factory=lambda: ["advbench", "harmbench", "strongreject"], min_length=1)
+    harmful_sets: list[DataSetName] = Field(
+        default_factory=lambda: ["advbench", "harmbench", "strongreject"], min_length=1
+    )
     n_per_harmful_set: PositiveInt = 64
     n_xstest: Annotated[int, Field(ge=0)] = 250
     n_task: Annotated[int, Field(ge=0)] = 200
@@ -305,13 +342,8 @@ class EvalConfig(Section):
     task_max_new_tokens: PositiveInt | None = None
     batch_size: PositiveInt = 128
     judges: list[str] = Field(default_factory=lambda: ["keyword"], min_length=1)
-    task: str | None = None
+    task: TaskName | None = None
     seed: int = 0
-
-    @field_validator("harmful_sets")
-    @classmethod
-    def _harmful_sets(cls, v: list[str]) -> list[str]:
-        return _known_sets(v, "data set(s)")
 
     @field_validator("judges")
     @classmethod
@@ -324,11 +356,6 @@ class EvalConfig(Section):
                 f"unknown judge(s) {bad} (known: {', '.join(sorted(REGISTRY))}; LLM judges as name=<local folder>)"
             )
         return v
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v: str | None) -> str | None:
-        return TaskConfig._task_name(v)
 
     @model_validator(mode="after")
     def _harmful_file_rows(self) -> EvalConfig:
@@ -363,9 +390,9 @@ class RunConfig(Section):
         A method that only acts after training (its ``finalize``: merges, Safe LoRA) trains
         exactly as SFT, so it is stored as SFT plus that merge; two such steps cannot stack.
         """
-        from ussafety.methods import REGISTRY, trains_like_sft
+        from ussafety.methods import method_class, trains_like_sft
 
-        cls = REGISTRY[self.method.name]
+        cls = method_class(self.method.name)
         if self.method.name == "sft" or not trains_like_sft(cls):
             return self
         if self.merge.name is not None:

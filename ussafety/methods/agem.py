@@ -7,13 +7,13 @@ ICLR 2019; reference code Mammoth (aimagelab/mammoth, ``models/agem.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, register
 from ussafety.methods.buffer import ReservoirBuffer, Row, replay_batch, replay_row
-from ussafety.models.losses import lm_loss
+
+if TYPE_CHECKING:
+    import torch
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -24,6 +24,8 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bo
     Returns the (possibly) projected gradient and whether it was projected. The result
     has ``result . g_ref >= 0`` (zero up to rounding when projected).
     """
+    import torch
+
     dot = torch.dot(g, g_ref)
     ref_sq = torch.dot(g_ref, g_ref)
     if dot >= 0 or ref_sq == 0:
@@ -33,6 +35,8 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bo
 
 def flat_grads(params: list[torch.nn.Parameter]) -> torch.Tensor:
     """All gradients as one float32 vector (zeros where a parameter has none)."""
+    import torch
+
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
 
 
@@ -113,6 +117,8 @@ class AGEM(Method):
 
     def reference_gradient(self, model: Any, params: list[torch.nn.Parameter], ctx: TrainContext) -> torch.Tensor:
         """``g_ref``: the flat gradient of the LM loss on a random memory batch."""
+        from ussafety.models.losses import lm_loss
+
         if self.memory is None:
             raise RuntimeError("agem: prepare() was not called")
         for p in params:
@@ -122,6 +128,8 @@ class AGEM(Method):
         return flat_grads(params)
 
     def after_backward(self, model: Any, ctx: TrainContext) -> None:
+        import torch
+
         params = [p for p in model.parameters() if p.requires_grad]
         g = flat_grads(params)
         g_ref = self.reference_gradient(model, params, ctx)

@@ -5,6 +5,11 @@ sets under ``method.params``); what it computes in :meth:`Method.prepare` lives 
 plain attributes. It overrides only the hooks it needs; the trainer calls them at the
 moment their names say. A method never opens files or writes results: everything it
 needs (tokenizer, safety data, the reference model) comes through :class:`TrainContext`.
+
+Method modules import torch and :mod:`ussafety.models` inside the functions that use them,
+never at the top: the config validates a method's parameters by importing its module, and
+a bad params file must be refused in well under a second, before torch (~1.5 s) loads.
+``tests/test_cli.py`` holds every method module to that.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.data.types import Example
-from ussafety.models.chat import encode_batch
-from ussafety.models.losses import ResponseOutputs
+
+if TYPE_CHECKING:  # torch is imported where a hook runs, so a config names a method without it
+    import torch
+
+    from ussafety.models.losses import ResponseOutputs
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -29,12 +35,17 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: ``@register("ewc")`` makes ``method: ewc`` pick the class.
 
     Names that start with ``_`` are private (tests register such helper methods); study grids
-    and reports list only the public ones.
+    and reports list only the public ones. A method of this package lives in the module of
+    its name (``methods/ewc.py``), so that validating ``method: ewc`` imports only that file
+    (:func:`ussafety.methods.method_class`).
     """
 
     def wrap(cls: type[Method]) -> type[Method]:
         if name in REGISTRY:
             raise ValueError(f"method '{name}' registered twice")
+        package, _, module = cls.__module__.rpartition(".")
+        if package == __name__.rpartition(".")[0] and module != name:
+            raise ValueError(f"method '{name}' is registered in {cls.__module__}: it belongs in methods/{name}.py")
         cls.name = name
         REGISTRY[name] = cls
         return cls
@@ -51,12 +62,9 @@ def param_fields(cls: type[Method]) -> tuple[dataclasses.Field[Any], ...]:
 
 def make_method(name: str, params: dict[str, Any] | None = None) -> Method:
     """Build a registered method from its YAML parameters (unknown keys are errors)."""
-    from ussafety.methods import load_all
+    from ussafety.methods import method_class
 
-    load_all()
-    if name not in REGISTRY:
-        raise ValueError(f"unknown method '{name}' (known: {', '.join(sorted(REGISTRY))})")
-    cls = REGISTRY[name]
+    cls = method_class(name)
     known = {f.name for f in param_fields(cls)}
     unknown = set(params or {}) - known
     if unknown:
@@ -99,6 +107,8 @@ class TrainContext:
 
     def encode(self, examples: list[Example], device: torch.device | str) -> dict[str, torch.Tensor]:
         """Pad a list of training examples into one batch (response-only labels)."""
+        from ussafety.models.chat import encode_batch
+
         return encode_batch(self.tokenizer, examples, self.max_length, device)
 
     def safety_batch(self, device: torch.device | str, size: int | None = None) -> dict[str, torch.Tensor]:

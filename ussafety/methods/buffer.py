@@ -22,12 +22,12 @@ any other module, which is harmless.
 from __future__ import annotations
 
 import random
-from typing import Any, Generic, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ussafety.data.types import Example
-from ussafety.models.chat import IGNORE, collate, encode_train
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 Row = dict[str, list[int]]
@@ -78,6 +78,8 @@ def cap_response(row: Row, response_tokens: int) -> Row:
     The response is the contiguous labelled tail of the row, so the cut keeps the prompt
     whole; by causality the kept positions' outputs are those of the full row.
     """
+    from ussafety.models.chat import IGNORE
+
     labels = row["labels"]
     if response_tokens <= 0:
         return row
@@ -90,14 +92,20 @@ def cap_response(row: Row, response_tokens: int) -> Row:
 
 def replay_row(tokenizer: Any, example: Example, max_length: int, response_tokens: int) -> Row:
     """One replayed example, encoded as the trainer encodes a row, response capped."""
+    from ussafety.models.chat import encode_train
+
     return cap_response(encode_train(tokenizer, example, max_length), response_tokens)
 
 
 def replay_batch(rows: list[Row], pad_id: int, device: torch.device | str) -> dict[str, torch.Tensor]:
     """Pad encoded replay rows into one batch on ``device`` (right padding, as in training)."""
+    from ussafety.models.chat import collate
+
     return {k: v.to(device) for k, v in collate(rows, pad_id).items()}
 
 
 def response_counts(rows: list[Row]) -> list[int]:
     """Labelled (response) tokens of each row: the rows of ``response_logits`` it yields."""
+    from ussafety.models.chat import IGNORE
+
     return [sum(1 for t in r["labels"][1:] if t != IGNORE) for r in rows]

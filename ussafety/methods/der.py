@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.data.types import Example
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
 from ussafety.methods.buffer import ReservoirBuffer, Row, replay_batch, replay_row, response_counts
-from ussafety.models.losses import response_hidden, response_logits
+
+if TYPE_CHECKING:
+    import torch
 
 TARGET_MODES = ("store", "recompute")
 
@@ -43,6 +42,8 @@ def der_loss(cur_logits: torch.Tensor, stored_vals: torch.Tensor, stored_idx: to
     at the stored entries by :func:`logits_at`). The mean runs over the ``n x k`` stored entries (Mammoth:
     ``F.mse_loss(buf_outputs, buf_logits)``, a mean over batch x classes).
     """
+    import torch.nn.functional as F
+
     if cur_logits.numel() == 0:
         return cur_logits.sum() * 0.0
     cur = cur_logits if stored_idx is None else cur_logits.gather(-1, stored_idx.long())
@@ -79,6 +80,8 @@ def logits_at(head: Any, hidden: torch.Tensor, idx: torch.Tensor | None) -> torc
     (SmolLM2: 64 of 49,152 entries). The gathered weight rows get no gradient unless the
     head itself is trained. Any other head (a LoRA-adapted one) runs in full, then gathers.
     """
+    import torch
+
     if idx is None:
         return head(hidden)
     idx = idx.long()
@@ -98,22 +101,25 @@ def reference_model(model: Any) -> Iterator[Any]:
         yield model
 
 
-@torch.no_grad()
 def reference_targets(
     model: Any, ctx: TrainContext, rows: list[Row], top_k: int
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Top-k reference logits on each encoded row's response positions (one entry per row).
 
     Rows are the positions :func:`ussafety.models.losses.response_logits` returns for the
-    padded rows, so they line up with a later forward pass on the same rows.
+    padded rows, so they line up with a later forward pass on the same rows (no gradient).
     """
+    import torch
+
+    from ussafety.models.losses import response_logits
+
     device = model_device(model)
     pad_id = ctx.tokenizer.pad_token_id
     was_training = model.training
     model.eval()
     out: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     try:
-        with reference_model(model):
+        with torch.no_grad(), reference_model(model):
             for start in range(0, len(rows), ctx.batch_size):
                 chunk = rows[start : start + ctx.batch_size]
                 logits, _ = response_logits(model, replay_batch(chunk, pad_id, device))
@@ -240,6 +246,10 @@ class DER(Method):
         ``full_logits``: the head applied to them, when the caller has them (DER++), so the
         entries are gathered instead of computed again.
         """
+        import torch
+
+        from ussafety.models.losses import response_logits
+
         device = hidden.device
         if self.targets == "store":
             vals = torch.cat([m.values for m in mems if m.values is not None]).to(device)
@@ -264,6 +274,8 @@ class DER(Method):
     def replay_logits(self, model: Any, ctx: TrainContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Current logits and their targets on a buffer minibatch, as :func:`der_loss` takes
         them (already at the target entries, so the indices are ``None``)."""
+        from ussafety.models.losses import response_hidden
+
         mems, batch = self.draw(model, ctx)
         hidden, _ = response_hidden(model, batch)
         cur, vals = self.matched_logits(model, hidden, mems, batch)

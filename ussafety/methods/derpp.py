@@ -7,14 +7,13 @@ Baseline", NeurIPS 2020; reference code Mammoth (aimagelab/mammoth, ``models/der
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import TrainContext, register
 from ussafety.methods.der import DER, der_loss, output_head
-from ussafety.models.losses import response_hidden
+
+if TYPE_CHECKING:
+    import torch
 
 
 def derpp_loss(
@@ -33,6 +32,8 @@ def derpp_loss(
     ``label_logits``/``labels`` (``[m, vocab]``, ``[m]``): full-vocabulary logits and the
     buffered response tokens they predict.
     """
+    import torch.nn.functional as F
+
     mse = der_loss(cur_logits, stored_vals, stored_idx)
     if labels.numel() == 0:
         ce = label_logits.sum() * 0.0
@@ -83,6 +84,8 @@ class DERpp(DER):
     def loss(
         self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
     ) -> torch.Tensor:
+        from ussafety.models.losses import response_hidden
+
         mems, replay = self.draw(model, ctx)
         hidden, labels = response_hidden(model, replay)
         label_logits = output_head(model)(hidden)

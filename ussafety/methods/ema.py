@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, lora_parameters, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 def ema_update(avg: torch.Tensor, value: torch.Tensor, decay: float) -> None:
@@ -51,11 +52,15 @@ class EMA(Method):
             raise ValueError("ema: the model has no trainable parameters")
 
     def after_step(self, model: Any, ctx: TrainContext) -> None:
+        import torch
+
         with torch.no_grad():
             for n, p in lora_parameters(model).items():
                 ema_update(self.average[n], p, self.decay)
 
     def finalize(self, model: Any, ctx: TrainContext) -> Any:
+        import torch
+
         params = lora_parameters(model)
         shift = 0.0
         with torch.no_grad():

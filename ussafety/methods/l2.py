@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, lora_parameters, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 def lora_layers(model: Any) -> dict[str, Any]:
@@ -48,6 +49,8 @@ def lora_factors(layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
     Several active adapters are stacked along the rank axis (``sum_a s_a B_a A_a`` is
     one product of the concatenations), so callers see one factor pair per layer.
     """
+    import torch
+
     adapters = [a for a in layer.active_adapters if a in layer.lora_A]
     b = torch.cat([layer.lora_B[a].weight.float() * layer.scaling[a] for a in adapters], dim=1)
     a = torch.cat([layer.lora_A[a].weight.float() for a in adapters], dim=0)
@@ -72,6 +75,8 @@ def lowrank_sq_norm(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 def l2_delta_w_penalty(factors: list[tuple[torch.Tensor, torch.Tensor]], lam: float) -> torch.Tensor:
     """``lam / 2 * sum_layers ||B A||_F^2`` for ``(B, A)`` pairs with the scale in ``B``."""
+    import torch
+
     return 0.5 * lam * torch.stack([lowrank_sq_norm(b, a) for b, a in factors]).sum()
 
 
@@ -79,6 +84,8 @@ def l2_param_penalty(
     current: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], lam: float
 ) -> torch.Tensor:
     """``lam / 2 * sum ||theta - theta_0||^2`` over named tensors."""
+    import torch
+
     return 0.5 * lam * torch.stack([(current[n].float() - anchor[n].float()).pow(2).sum() for n in anchor]).sum()
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, lora_parameters, register
-from ussafety.models.losses import lm_loss
+
+if TYPE_CHECKING:
+    import torch
 
 ALIGN, USER = "align", "user"
 
@@ -27,6 +27,8 @@ def lisa_state(step: int, align_steps: int, user_steps: int) -> str:
 
 def proximal(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], rho: float) -> torch.Tensor:
     """``rho / 2 * sum_n ||params[n] - anchor[n]||^2``."""
+    import torch
+
     total = sum(((p.float() - anchor[n]) ** 2).sum() for n, p in params.items())
     return 0.5 * rho * torch.as_tensor(total)
 
@@ -95,6 +97,8 @@ class Lisa(Method):
     def loss(
         self, model: Any, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, ctx: TrainContext
     ) -> torch.Tensor:
+        from ussafety.models.losses import lm_loss
+
         if self.state == ALIGN:
             if batch is getattr(self, "_swapped", None):
                 objective = task_loss  # the trainer's loss on the swapped-in safety batch

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
 from ussafety.methods.buffer import replay_batch, response_counts
 from ussafety.methods.der import output_head
-from ussafety.models.chat import encode_train
-from ussafety.models.losses import ResponseOutputs, response_hidden
+
+if TYPE_CHECKING:
+    import torch
+
+    from ussafety.models.losses import ResponseOutputs
 
 VARIANTS = ("kl", "hidden")
 REFERENCE_MODES = ("auto", "precompute", "recompute")
@@ -27,6 +27,8 @@ def lwf_kl_loss(current: torch.Tensor, reference: torch.Tensor, temperature: flo
     reference's entropy (a constant), so the gradient is the paper's; ``T^2`` keeps the
     gradient scale independent of ``T`` (Hinton et al. 2015). No rows: zero.
     """
+    import torch.nn.functional as F
+
     if current.shape[0] == 0:
         return current.sum() * 0.0
     log_cur = F.log_softmax(current.float() / temperature, dim=-1)
@@ -37,6 +39,8 @@ def lwf_kl_loss(current: torch.Tensor, reference: torch.Tensor, temperature: flo
 
 def lwf_hidden_loss(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Mean squared error between hidden states (``[rows, hidden]``). No rows: zero."""
+    import torch.nn.functional as F
+
     if current.shape[0] == 0:
         return current.sum() * 0.0
     return F.mse_loss(current.float(), reference.float())
@@ -111,6 +115,11 @@ class LwF(Method):
         self.stored: dict[bytes, torch.Tensor] = {}
 
     def prepare(self, model: Any, ctx: TrainContext) -> None:
+        import torch
+
+        from ussafety.models.chat import encode_train
+        from ussafety.models.losses import response_hidden
+
         self.stored = {}
         if self.reference == "recompute" or not ctx.user_data:
             ctx.logs["lwf_precomputed_rows"] = 0.0
@@ -139,6 +148,10 @@ class LwF(Method):
     def reference_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The aligned model's logits ("kl") or hidden states ("hidden") on ``batch``'s
         response positions, from the stored states when every row has them."""
+        import torch
+
+        from ussafety.models.losses import response_hidden
+
         stored = [self.stored.get(k) for k in row_keys(batch)] if self.stored else [None]
         with torch.no_grad(), adapters_disabled(model):
             if all(s is not None for s in stored):
@@ -156,6 +169,8 @@ class LwF(Method):
         ``current``: the current model's outputs on ``batch`` when already computed (the
         trainer's forward pass, with its graph); otherwise they are computed here.
         """
+        from ussafety.models.losses import response_hidden
+
         reference = self.reference_outputs(model, batch)
         if current is None:
             states, _ = response_hidden(model, batch)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
 from ussafety.methods.base import Method, TrainContext, register
 from ussafety.methods.merge_ops import lora_layers
 
@@ -33,6 +31,8 @@ class MergeLinear(Method):
     t: float = 0.5
 
     def finalize(self, model: Any, ctx: TrainContext) -> Any:
+        import torch
+
         with torch.no_grad():
             for layer in lora_layers(model).values():
                 for name in layer.active_adapters:

@@ -21,9 +21,11 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 # ---------------------------------------------------------------- pure tensor math
 
@@ -43,6 +45,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = 5e-4) -> torc
     (``|cos| > 1 - eps``; mergekit's ``DOT_THRESHOLD = 0.9995`` is ``eps = 5e-4``) the
     sines vanish and it falls back to :func:`lerp`. ``t = 0`` gives ``a``, ``t = 1`` ``b``.
     """
+    import torch
+
     if a.shape != b.shape:
         raise ValueError(f"slerp: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
     va, vb = a.float().flatten(), b.float().flatten()
@@ -61,6 +65,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = 5e-4) -> torc
 
 def slerp_is_lerp(a: torch.Tensor, b: torch.Tensor, eps: float = 5e-4) -> bool:
     """Whether :func:`slerp` falls back to :func:`lerp` for this pair."""
+    import torch
+
     va, vb = a.float().flatten(), b.float().flatten()
     na, nb = va.norm(), vb.norm()
     if na == 0 or nb == 0:
@@ -83,6 +89,8 @@ def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
 
     ``int()`` as in mergekit's magnitude sparsification; ``density >= 1`` keeps all.
     """
+    import torch
+
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
     flat = delta.flatten()
@@ -109,6 +117,8 @@ def ties(base: torch.Tensor, deltas: list[torch.Tensor], density: float, weights
     Returns ``base + merged``. With all weights 1 this is the paper's algorithm with
     its final scale ``lambda = 1``.
     """
+    import torch
+
     if len(deltas) != len(weights):
         raise ValueError("ties: one weight per task vector")
     stacked = torch.stack([w * trim_top(d.float(), density) for d, w in zip(deltas, weights)])
@@ -127,6 +137,8 @@ def magmax(deltas: list[torch.Tensor]) -> torch.Tensor:
 
     Ties go to the earlier task vector (``argmax`` returns the first maximum).
     """
+    import torch
+
     stacked = torch.stack([d.float() for d in deltas])
     idx = stacked.abs().argmax(dim=0, keepdim=True)
     return stacked.gather(0, idx).squeeze(0).to(deltas[0].dtype)
@@ -158,6 +170,8 @@ def base_weight(layer: Any) -> torch.nn.Parameter:
 def lora_delta(layer: Any) -> torch.Tensor:
     """``sum over active adapters of scale * B @ A`` in float32 (shape of the weight),
     detached from autograd."""
+    import torch
+
     delta = None
     for name in layer.active_adapters:
         if name not in layer.lora_A:
@@ -227,6 +241,8 @@ class WeightReader:
 def instruct_layers(model: Any, instruct_dir: str | None) -> Iterator[tuple[str, Any, torch.Tensor]]:
     """``(name, lora_layer, W_instruct)`` for each adapted layer, W_instruct in float32
     on the layer's device (read one layer at a time)."""
+    import torch
+
     layers = lora_layers(model)
     with WeightReader(instruct_dir) as reader:
         for name, layer in layers.items():
@@ -245,6 +261,8 @@ def write_and_unload(model: Any, merged: Callable[[str, Any], torch.Tensor]) -> 
     its frozen base weight in place (one layer's temporaries at a time), then the
     LoRA modules are removed without merging (``unload()``). Returns the plain model.
     """
+    import torch
+
     with torch.no_grad():
         for name, layer in lora_layers(model).items():
             w = base_weight(layer)
@@ -266,6 +284,8 @@ def merge_from_instruct(
     ``logs[prefix + "_tau_align_norm"]`` and ``logs[prefix + "_tau_ft_norm"]``.
     Returns the plain (unloaded) model.
     """
+    import torch
+
     sq_align = sq_ft = 0.0
     with torch.no_grad():
         for _, layer, inst in instruct_layers(model, instruct_dir):

@@ -8,12 +8,12 @@ ICLR 2024 (arXiv:2403.13249); reference code joey-wang123/CL-refresh-learning
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, lora_parameters, register
-from ussafety.models.losses import lm_loss
+
+if TYPE_CHECKING:
+    import torch
 
 
 def fisher_preconditioner(fisher: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
@@ -21,6 +21,8 @@ def fisher_preconditioner(fisher: dict[str, torch.Tensor], weight: float) -> dic
 
     The mean runs over every entry of every tensor. An all-zero Fisher gives ones.
     """
+    import torch
+
     total = sum(float(f.sum()) for f in fisher.values())
     count = sum(f.numel() for f in fisher.values())
     if count == 0 or total <= 0:
@@ -115,6 +117,10 @@ class Refresh(Method):
 
     def safety_fisher(self, model: Any, ctx: TrainContext) -> dict[str, torch.Tensor]:
         """Diagonal empirical Fisher of the trainable parameters on safety examples."""
+        import torch
+
+        from ussafety.models.losses import lm_loss
+
         params = lora_parameters(model)
         fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
         k = min(self.fisher_samples, len(ctx.safety_data))
@@ -138,27 +144,31 @@ class Refresh(Method):
         return fisher
 
     def prepare(self, model: Any, ctx: TrainContext) -> None:
+        import torch
+
         self.precond = fisher_preconditioner(self.safety_fisher(model, ctx), self.fisher_weight)
         device = next(model.parameters()).device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(ctx.seed)
 
-    @torch.no_grad()
     def after_backward(self, model: Any, ctx: TrainContext) -> None:
-        if self.generator is None:
-            raise RuntimeError("refresh: prepare() was not called")
-        moved, norm = [], []
-        for name, p in lora_parameters(model).items():
-            if p.grad is None:
-                continue
-            noise = self.noise_std * torch.randn(
-                p.shape, generator=self.generator, device=p.device, dtype=torch.float32
-            )
-            old = p.detach().float().clone()  # .float() of a float32 tensor is no copy
-            new = refresh_unlearn(old, p.grad.float(), self.precond[name], self.unlearn_lr, noise)
-            p.copy_(new.to(p.dtype))
-            moved.append(((new - old) ** 2).sum())
-            norm.append((old**2).sum())
-        total = float(torch.stack(norm).sum()) if norm else 0.0
-        change = float(torch.stack(moved).sum()) if moved else 0.0
-        ctx.logs["refresh_rel_change"] = (change / total) ** 0.5 if total > 0 else 0.0
+        import torch
+
+        with torch.no_grad():  # the in-place update is not part of the graph
+            if self.generator is None:
+                raise RuntimeError("refresh: prepare() was not called")
+            moved, norm = [], []
+            for name, p in lora_parameters(model).items():
+                if p.grad is None:
+                    continue
+                noise = self.noise_std * torch.randn(
+                    p.shape, generator=self.generator, device=p.device, dtype=torch.float32
+                )
+                old = p.detach().float().clone()  # .float() of a float32 tensor is no copy
+                new = refresh_unlearn(old, p.grad.float(), self.precond[name], self.unlearn_lr, noise)
+                p.copy_(new.to(p.dtype))
+                moved.append(((new - old) ** 2).sum())
+                norm.append((old**2).sum())
+            total = float(torch.stack(norm).sum()) if norm else 0.0
+            change = float(torch.stack(moved).sum()) if moved else 0.0
+            ctx.logs["refresh_rel_change"] = (change / total) ** 0.5 if total > 0 else 0.0

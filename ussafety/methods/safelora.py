@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, register
 from ussafety.methods.merge_ops import base_weight, instruct_layers, lora_delta
+
+if TYPE_CHECKING:
+    import torch
 
 
 def alignment_projection(v: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,8 @@ def alignment_projection(v: torch.Tensor) -> torch.Tensor:
 def flat_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two tensors taken as flat vectors (1.0 if either is zero:
     then there is nothing to project)."""
+    import torch
+
     a, b = a.detach().float().flatten(), b.detach().float().flatten()
     na, nb = a.norm(), b.norm()
     if na == 0 or nb == 0:
@@ -64,6 +67,8 @@ class SafeLoRA(Method):
     num_layers: int = 0
 
     def finalize(self, model: Any, ctx: TrainContext) -> Any:
+        import torch
+
         candidates: list[tuple[float, Any, dict[str, torch.Tensor]]] = []
         with torch.no_grad():
             for name, layer, inst in instruct_layers(model, ctx.instruct_dir):

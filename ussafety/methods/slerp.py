@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, register
 from ussafety.methods.merge_ops import base_weight, lora_delta, lora_layers, slerp, slerp_is_lerp, write_and_unload
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register("slerp")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import Method, TrainContext, register
 from ussafety.methods.merge_ops import merge_from_instruct, task_arithmetic
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register("task_arithmetic")

@@ -196,20 +196,7 @@ def test_dry_run_loads_no_framework(tmp_path: Path) -> None:
     assert [code for _, code, _ in out["results"]] == [0, 2] and out["loaded"] == []
 
 
-TORCH_AT_IMPORT = {"ewc", "mas"}
-"""Method modules that still import torch at the top (methods/ewc.py, methods/mas.py: their
-own change makes them lazy; then these marks XPASS and go)."""
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="imports torch at the top"))
-        if n in TORCH_AT_IMPORT
-        else n
-        for n in method_names()
-    ],
-)
+@pytest.mark.parametrize("name", method_names())
 def test_a_config_naming_each_method_is_checked_without_torch(name: str) -> None:
     """Validating ``method: <name>`` imports that method's module: it must not import torch."""
     params = Path(__file__).resolve().parent.parent / "params" / "methods" / "poisoned_sst2" / f"{name}.yaml"

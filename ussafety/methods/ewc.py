@@ -19,15 +19,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.data.types import Example
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
 from ussafety.methods.l2 import delta_weight, lora_layers
-from ussafety.models.losses import response_logits
+
+if TYPE_CHECKING:
+    import torch
+
 
 PER = ("example", "batch")
 NORMALIZE = ("max", "mean", "none")
@@ -35,6 +35,8 @@ NORMALIZE = ("max", "mean", "none")
 
 def ewc_penalty(fisher: dict[str, torch.Tensor], delta: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
     """``lam / 2 * sum_i F_i * delta_i^2`` over every named tensor of ``fisher``."""
+    import torch
+
     return 0.5 * lam * torch.stack([(fisher[n] * delta[n].float().pow(2)).sum() for n in fisher]).sum()
 
 
@@ -44,6 +46,8 @@ def normalize_importance(importance: dict[str, torch.Tensor], how: str) -> dict[
     One global scalar keeps the relative importance of layers; only the scale of the
     penalty changes, which makes ``lam`` comparable across models and data sizes.
     """
+    import torch
+
     if how == "none":
         return importance
     if how == "max":
@@ -78,6 +82,8 @@ def weight_importance(
     Only the base weights get gradients; every other parameter's ``requires_grad`` and
     the model's train/eval mode are restored afterwards.
     """
+    import torch
+
     if per not in PER:
         raise ValueError(f"per must be one of {PER}, got '{per}'")
     if not examples:
@@ -121,6 +127,10 @@ def weight_importance(
 
 def response_nll_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Negative log-likelihood of the responses, summed over tokens and examples."""
+    import torch.nn.functional as F
+
+    from ussafety.models.losses import response_logits
+
     logits, targets = response_logits(model, batch)
     return F.cross_entropy(logits.float(), targets, reduction="sum")
 
@@ -180,6 +190,8 @@ class ImportancePenalty(Method):
     def set_importance(
         self, model: Any, raw: dict[str, torch.Tensor], how: str, ctx: TrainContext, prefix: str
     ) -> None:
+        import torch
+
         self._layers = lora_layers(model)
         n = sum(v.numel() for v in raw.values())
         ctx.logs[f"{prefix}_raw_max"] = float(torch.stack([v.max() for v in raw.values()]).max())
@@ -247,5 +259,7 @@ class EWC(ImportancePenalty):
     importance_key = "ewc_fisher"
 
     def raw_importance(self, model: Any, ctx: TrainContext) -> dict[str, torch.Tensor]:
+        import torch
+
         rows = sample_rows(ctx, self.n_fisher)
         return weight_importance(model, rows, ctx, self.per, response_nll_sum, torch.square)

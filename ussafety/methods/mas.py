@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ussafety.methods.base import TrainContext, register
 from ussafety.methods.ewc import ImportancePenalty, sample_rows, weight_importance
-from ussafety.models.losses import response_hidden, response_logits
+
+if TYPE_CHECKING:
+    import torch
+
 
 OUTPUTS = ("logits", "hidden")
 
@@ -22,6 +23,8 @@ def output_sq_norm(outputs: torch.Tensor) -> torch.Tensor:
 def response_output_sq_norm(model: Any, batch: dict[str, torch.Tensor], output: str) -> torch.Tensor:
     """Squared L2 norm of the model's output on the response positions, summed over the
     batch: the vocabulary logits (``"logits"``) or the last hidden states (``"hidden"``)."""
+    from ussafety.models.losses import response_hidden, response_logits
+
     if output == "logits":
         return output_sq_norm(response_logits(model, batch)[0])
     return output_sq_norm(response_hidden(model, batch)[0])
@@ -80,6 +83,8 @@ class MAS(ImportancePenalty):
         self.check_choice("output", OUTPUTS)
 
     def raw_importance(self, model: Any, ctx: TrainContext) -> dict[str, torch.Tensor]:
+        import torch
+
         rows = sample_rows(ctx, self.n_batches)
         return weight_importance(
             model, rows, ctx, self.per, lambda m, b: response_output_sq_norm(m, b, self.output), torch.abs

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,6 +81,27 @@ def sft_cache_dir(cfg: RunConfig) -> Path:
     return cache_dir() / "trained" / training_key(cfg)
 
 
+LEFTOVERS = (".*.tmp", ".adapter-*")
+"""What a killed attempt can leave in its run folder: the temporary file of an atomic write
+(:func:`ussafety.atomic.write_text_atomic`: record, model card) and the temporary folder of
+an adapter being saved (:func:`ussafety.models.loading.save_adapter`)."""
+
+
+def clear_leftovers(folder: Path) -> list[Path]:
+    """Remove :data:`LEFTOVERS` from a run folder (and its ``adapter/``) before the run starts
+    again, so a resumed run leaves nothing of the killed one. Only the run's own attempt
+    writes there (the executors never run one id twice at once), so nothing live is removed."""
+    found = [p for where in (folder, folder / "adapter") for pattern in LEFTOVERS for p in where.glob(pattern)]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if found:
+        log.info("removed %d leftover(s) of a killed attempt in %s", len(found), folder)
+    return found
+
+
 def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record:
     """Run ``cfg`` (or return its existing record) and write the record atomically."""
     run_id = identity.run_id(cfg)
@@ -87,6 +109,7 @@ def run(cfg: RunConfig, force: bool = False, root: Path | None = None) -> Record
     if existing is not None:
         log.info("skip %s: record exists", run_id)
         return existing
+    clear_leftovers(run_dir(run_id, root))
     preflight(cfg)
     head = {
         "run_id": run_id,

@@ -8,6 +8,14 @@ parameters, the analysis code (:data:`ANALYSIS_CODE`), and the run ids of its gr
 analysis: of the whole study) with their records' finish times. A later call skips a notebook whose
 fingerprint is unchanged; after a kill, the notebook that was running starts again
 and its finished runs are skipped through their records.
+
+papermill saves the notebook it executes after every cell, by rewriting the file in place,
+so a kill leaves a partly executed notebook, or a truncated one if it lands during a save.
+It therefore writes to a hidden ``.<name>.ipynb.partial`` beside the output, which replaces
+``<name>.ipynb`` (rename: atomic) when the execution ends, finished or at a cell error:
+the output is the previous complete notebook or the new one, never part of one
+(``tests/test_resume.py`` kills ``ussafety reproduce`` with SIGKILL and resumes it). The
+kernel dies with its parent: ipykernel polls for it (``JPY_PARENT_PID``, once a second).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -30,17 +39,27 @@ NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 STATE = "reproduce.json"
 
 
-ANALYSIS_CODE = ("study", "records", "stats.py")
-"""The modules that turn records into what the notebooks show: a change re-runs them. (A
-run's own code is not an input: runs are keyed by their config, as everywhere.)"""
+ANALYSIS_CODE = ("study", "records", "stats")
+"""The modules (packages or single files) that turn records into what the notebooks show: a
+change re-runs them. (A run's own code is not an input: runs are keyed by their config, as
+everywhere.) Named without ``.py`` so a module split into a package stays covered."""
+
+
+def _module_files(name: str) -> list[Path]:
+    """The source files of module ``name`` under ``ussafety/``: a package's, or the one file."""
+    package, single = PROJECT_ROOT / "ussafety" / name, PROJECT_ROOT / "ussafety" / f"{name}.py"
+    if package.is_dir():
+        return sorted(package.rglob("*.py"))
+    if single.is_file():
+        return [single]
+    raise FileNotFoundError(f"reproduce.ANALYSIS_CODE names ussafety.{name}, which does not exist")
 
 
 def source_hash() -> str:
     """sha256 of :data:`ANALYSIS_CODE`."""
     h = hashlib.sha256()
     for name in ANALYSIS_CODE:
-        path = PROJECT_ROOT / "ussafety" / name
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+        for file in _module_files(name):
             h.update(str(file.relative_to(PROJECT_ROOT)).encode())
             h.update(file.read_bytes())
     return h.hexdigest()
@@ -70,6 +89,30 @@ def fingerprint(nb: str, params: dict[str, Any], preset: str, root: Path | None,
     return h.hexdigest()
 
 
+def partial_path(target: Path) -> Path:
+    """Where papermill writes ``target`` while it executes (see the module docstring)."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def execute_atomically(source: Path, target: Path, **papermill_kw: Any) -> None:
+    """``papermill.execute_notebook(source, target)`` with ``target`` replaced only by a
+    whole notebook: finished, or stopped at a cell error (papermill saves it with the error
+    shown, then raises; it is moved into place first, where the user looks). Any other end
+    (a kill, Ctrl-C, a dead kernel) leaves ``target`` as it was."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    partial = partial_path(target)
+    partial.unlink(missing_ok=True)  # a kill's leftover: this execution starts afresh
+    try:
+        pm.execute_notebook(str(source), str(partial), **papermill_kw)
+    except PapermillExecutionError:
+        os.replace(partial, target)
+        raise
+    if partial.is_file():  # papermill always writes it; a test's stand-in may not
+        os.replace(partial, target)
+
+
 def _load_state(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -92,8 +135,6 @@ def reproduce(
     There is no bootstrap size to pass: every interval uses :data:`ussafety.stats.N_BOOT`,
     and a change of it changes :func:`source_hash`, so the analysis runs again.
     """
-    import papermill as pm
-
     from ussafety.study.grid import load_study
     from ussafety.study.outputs import default_out_dir
 
@@ -146,9 +187,9 @@ def reproduce(
             continue
         print(f"[{i}/{len(order)}] {nb}: executing -> {target}", file=stream, flush=True)
         t0 = time.perf_counter()
-        pm.execute_notebook(
-            str(NOTEBOOK_DIR / f"{nb}.ipynb"),
-            str(target),
+        execute_atomically(
+            NOTEBOOK_DIR / f"{nb}.ipynb",
+            target,
             parameters=params,
             cwd=str(PROJECT_ROOT),
             progress_bar=progress_bar and progress_enabled(),  # the package's rule: ussafety.progress

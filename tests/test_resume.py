@@ -148,22 +148,24 @@ def kill_in_each_notebook(
     runs: Path,
     cache: Path,
 ) -> tuple[int, int, list[str]]:
-    """SIGKILL ``ussafety reproduce`` first as soon as the aligned base starts being saved
-    (its cache folder appears), then once per notebook, a random share (5-95%) of that
+    """SIGKILL ``ussafety reproduce`` first while the aligned base is built (1-8 s into the
+    first notebook, or as its cache folder appears), then once per notebook, a random share (5-95%) of that
     notebook's uninterrupted time after it began (a resumed notebook skips finished runs, so
     the kill may land in the next one: where it landed is returned); every other kill takes
     the kernel along. Then a start that is let finish. Returns kills, resumes, places."""
     kernels_of = env["JUPYTER_RUNTIME_DIR"]
     kills, places = 0, []
-    with log.open("wb") as out:
+    with log.open("wb") as out:  # the aligned base: built first, in the benign notebook
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        while not (cache / "aligned").exists() and proc.poll() is None:
+        wait_for_line(log, r"^\[\d+/\d+\] benign: executing", proc)
+        deadline = time.monotonic() + rng.uniform(1.0, 8.0)
+        while not (cache / "aligned").exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         sigkill(proc, kernels_of)
     kills += 1
-    entries = sorted((cache / "aligned").iterdir())
-    whole = [p.name for p in entries if (p / "alignment.json").is_file()]
-    places.append(f"saving the aligned base, with its kernel: {[p.name for p in entries]}, whole: {whole}")
+    entries = sorted((cache / "aligned").iterdir()) if (cache / "aligned").exists() else []
+    state = "whole" if any((e / "alignment.json").is_file() for e in entries) else f"not whole: {len(entries)} folders"
+    places.append(f"in benign, building the aligned base, with its kernel (cache entry {state})")
     for nb in NOTEBOOKS:
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

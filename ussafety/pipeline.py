@@ -19,13 +19,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ussafety.config import RunConfig, identity, training_key
+from ussafety.config import RunConfig, identity, preflight, training_key
 from ussafety.config.identity import config_hash_of, stamps
 from ussafety.data import load, load_upload, poison_mix
 from ussafety.data.poison import poison_report
 from ussafety.data.tasks import get_task
 from ussafety.data.types import Example
-from ussafety.data.upload import read_upload
 from ussafety.evaluate.suite import evaluate_model
 from ussafety.methods import TrainContext, make_method, trains_like_sft
 from ussafety.models.loading import add_lora, load_adapter, load_model, model_dir_for, save_adapter
@@ -37,23 +36,6 @@ from ussafety.train.align import aligned_base
 from ussafety.train.trainer import finalize_all, fine_tune
 
 log = logging.getLogger(__name__)
-
-
-def preflight(cfg: RunConfig) -> None:
-    """Check what the config alone cannot, before any model loads or cache is written: the
-    upload's every row (formats, control tokens of the common chat templates, control
-    characters) and the local folders LLM judges name. Raises UploadError / ConfigError."""
-    from ussafety.config import ConfigError
-    from ussafety.evaluate.judges import parse_judge_spec
-
-    if cfg.task.upload:
-        result = read_upload(cfg.task.upload, control_tokens=cfg.task.control_tokens)
-        if not result.ok:
-            raise result.error()
-    for spec in cfg.eval.judges:
-        name, arg = parse_judge_spec(spec)
-        if arg and not Path(arg).exists():
-            raise ConfigError(f"eval.judges: judge {name!r} names {arg!r}, which does not exist")
 
 
 def train_rows(cfg: RunConfig, special_tokens: Iterable[str] = ()) -> list[Example]:

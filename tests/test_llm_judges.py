@@ -102,8 +102,8 @@ def test_llama_guard_verdicts_from_outputs(monkeypatch: pytest.MonkeyPatch, tiny
     outputs = ["safe", "unsafe\nS9", "blah"]
     seen: dict[str, object] = {}
 
-    def fake_generate(model, tok, prompts, max_new_tokens, batch_size):
-        seen.update(prompts=prompts, max_new_tokens=max_new_tokens)
+    def fake_generate(model, tok, prompts, max_new_tokens, batch_size, progress=None):
+        seen.update(prompts=prompts, max_new_tokens=max_new_tokens, progress=progress)
         return outputs
 
     monkeypatch.setattr(llm, "generate", fake_generate)
@@ -114,10 +114,27 @@ def test_llama_guard_verdicts_from_outputs(monkeypatch: pytest.MonkeyPatch, tiny
     assert [x.label for x in v] == ["benign_offtask", "harmful", None]  # "safe" without a refusal phrase
     assert [x.refused for x in v] == [False, False, None] and all(x.judge == "llama_guard" for x in v)
     assert "Agent: r2" in seen["prompts"][1] and seen["max_new_tokens"] == 20
+    assert callable(seen["progress"])  # the judge's bar counts the pairs as they finish
+
+
+def test_llm_judge_bar_follows_the_progress_rule(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tiny
+) -> None:
+    def fake_generate(model, tok, prompts, max_new_tokens, batch_size, progress=None):
+        progress(len(prompts))
+        return ["safe"] * len(prompts)
+
+    monkeypatch.setattr(llm, "generate", fake_generate)
+    judge = LlamaGuardJudge(tiny.model, tiny.tokenizer)
+    for value, shown in (("1", True), ("0", False)):
+        monkeypatch.setenv("USSAFETY_PROGRESS", value)
+        judge.judge(["p1", "p2"], ["r1", "r2"])
+        err = capfd.readouterr().err
+        assert ("judge llama_guard" in err and "2/2" in err) is shown, err
 
 
 def _fake_outputs(monkeypatch: pytest.MonkeyPatch, outputs: list[str]) -> None:
-    monkeypatch.setattr(llm, "generate", lambda model, tok, prompts, max_new_tokens, batch_size: outputs)
+    monkeypatch.setattr(llm, "generate", lambda model, tok, prompts, max_new_tokens, batch_size, progress=None: outputs)
 
 
 REFUSAL_R = "I'm sorry, but I cannot help with that."

@@ -66,3 +66,48 @@ def test_the_dpo_stage_draws_its_bars(monkeypatch: pytest.MonkeyPatch, capsys: p
     err = capsys.readouterr().err
     for desc in ("dpo: rejected answers", "dpo: reference log-probs", "dpo:"):
         assert desc in err, err[-2000:]
+
+
+@pytest.mark.parametrize(("env", "shown"), [("1", True), ("0", False)])
+def test_the_suites_generation_bar(env: str, shown: bool, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    """``suite.generate_for`` counts prompts on a bar when bars are on, draws nothing otherwise."""
+    from ussafety.data.types import Example
+    from ussafety.evaluate.suite import generate_for
+    from ussafety.models.loading import tiny_random_model
+
+    monkeypatch.setenv(pg.ENV, env)
+    loaded = tiny_random_model(0)
+    examples = [Example(prompt=t) for t in ("hi", "why", "ok")]
+    out = generate_for(loaded.model, loaded.tokenizer, examples, desc="eval: harmful", max_new_tokens=2)
+    assert len(out) == 3
+    err = capfd.readouterr().err
+    assert ("eval: harmful" in err and "3/3" in err) is shown, err
+
+
+def test_the_importance_pass_draws_its_bar(monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    """EWC/MAS's importance pass counts its backward passes (one per example here)."""
+    from ussafety.config import LoraConfig
+    from ussafety.data.types import Example
+    from ussafety.methods.base import TrainContext
+    from ussafety.methods.ewc import response_nll_sum, weight_importance
+    from ussafety.models.loading import add_lora, tiny_random_model
+
+    monkeypatch.setenv(pg.ENV, "1")
+    loaded = tiny_random_model(0)
+    model = add_lora(loaded, LoraConfig(r=2, alpha=4))
+    ctx = TrainContext(tokenizer=loaded.tokenizer, batch_size=2, max_length=32)
+    examples = [Example(prompt="hi", response="no"), Example(prompt="why", response="ok")]
+    weight_importance(model, examples, ctx, "example", response_nll_sum, lambda g: g.pow(2))
+    err = capfd.readouterr().err
+    assert "importance pass (example)" in err and "2/2" in err, err
+
+
+def test_importing_the_rule_loads_neither_tqdm_nor_torch() -> None:
+    """``ussafety.progress`` is imported by modules that must stay light (method configs
+    are validated without torch); ``tqdm`` is imported when a bar is made."""
+    import subprocess
+    import sys
+
+    code = "import sys, ussafety.progress; print(sorted(m for m in ('torch', 'tqdm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -31,14 +31,13 @@ from ussafety.evaluate.judges import (
 from ussafety.evaluate.judges.metrics import label_rate, proportion
 from ussafety.evaluate.sandbox import humaneval_check
 from ussafety.evaluate.scorers import extract_code, extract_final_number, gsm8k_exact_match, parse_sentiment
+from ussafety.progress import progress
 from ussafety.stats import wilson_interval
 
 
 def generate_for(model: Any, tokenizer: Any, examples: list[Example], desc: str = "generate", **kw: Any) -> list[str]:
     """Batched generation with a progress bar (prompts done / total)."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(examples), desc=desc, unit="prompt", mininterval=5) as bar:
+    with progress(total=len(examples), desc=desc, unit="prompt", mininterval=5) as bar:
         return _generate_for(model, tokenizer, examples, progress=bar.update, **kw)
 
 

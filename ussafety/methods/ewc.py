@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ussafety.data.types import Example
 from ussafety.methods.base import Method, TrainContext, adapters_disabled, register
 from ussafety.methods.l2 import delta_weight, lora_layers
+from ussafety.progress import progress
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +107,7 @@ def weight_importance(
             w.requires_grad_(True)
             w.grad = None
         with adapters_disabled(model):
-            for unit in units:
+            for unit in progress(units, desc=f"importance pass ({per})", unit=per):
                 objective(model, ctx.encode(unit, device)).backward()
                 for n, w in weights.items():
                     if w.grad is None:

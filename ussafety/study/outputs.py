@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from ussafety.atomic import write_text_atomic
 from ussafety.records import record_path, write_record
 from ussafety.study.compare import ablation_table, category_table, condition_table, significance_table
 from ussafety.study.conditions import MAIN_GRIDS, StudyData, load_study_data
@@ -42,9 +43,9 @@ def default_out_dir(preset: Any) -> Path:
 def write_table(raw: pd.DataFrame, shown: pd.DataFrame, base: Path, caption: str) -> list[Path]:
     """``base.csv`` (raw numbers), ``base.md`` and ``base.tex`` (formatted, with ``caption``)."""
     base.parent.mkdir(parents=True, exist_ok=True)
-    raw.to_csv(base.with_suffix(".csv"), index=False, float_format="%.6g")
-    base.with_suffix(".md").write_text(markdown(shown, caption) + "\n", encoding="utf-8")
-    base.with_suffix(".tex").write_text(latex(shown, caption, f"tab:{base.stem}"), encoding="utf-8")
+    write_text_atomic(base.with_suffix(".csv"), raw.to_csv(index=False, float_format="%.6g"))
+    write_text_atomic(base.with_suffix(".md"), markdown(shown, caption) + "\n")
+    write_text_atomic(base.with_suffix(".tex"), latex(shown, caption, f"tab:{base.stem}"))
     return [base.with_suffix(s) for s in (".csv", ".md", ".tex")]
 
 
@@ -105,10 +106,10 @@ def write_outputs_from(
         written += write_table(abl, display_ablations(abl), tables / "ablations", CAPTIONS["ablations"])
     cats = category_table(data, MAIN_GRIDS)
     if not cats.empty:
-        cats.to_csv(tables / "categories.csv", index=False, float_format="%.6g")
+        write_text_atomic(tables / "categories.csv", cats.to_csv(index=False, float_format="%.6g"))
         written.append(tables / "categories.csv")
     claims = scorecard(data)
-    (out_dir / "scorecard.md").write_text(scorecard_markdown(claims, data, stale=stale), encoding="utf-8")
+    write_text_atomic(out_dir / "scorecard.md", scorecard_markdown(claims, data, stale=stale))
     written.append(out_dir / "scorecard.md")
     written += write_power_table(out_dir)
     fig_paths: dict[str, list[Path]] = {}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ussafety.atomic import save_figure_atomic
 from ussafety.stats import pareto_front
 
 sns.set_theme(style="whitegrid", context="paper")
@@ -29,8 +30,8 @@ def save(fig: plt.Figure, path: Path | None) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    fig.savefig(out[0], dpi=150, bbox_inches="tight")
-    fig.savefig(out[1], bbox_inches="tight", metadata={"CreationDate": None})
+    save_figure_atomic(fig, out[0], dpi=150, bbox_inches="tight")
+    save_figure_atomic(fig, out[1], bbox_inches="tight", metadata={"CreationDate": None})
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from ussafety.atomic import write_text_atomic
 from ussafety.stats import (
     design_effect,
     kendall_sample_size,
@@ -185,8 +186,8 @@ def write_power_table(out_dir: Path, spec: ClaimsFile | None = None) -> list[Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     both = pd.concat([table.assign(metric="asr"), tasks.assign(metric="task_score")], ignore_index=True)
-    both.to_csv(out_dir / "power.csv", index=False, float_format="%.6g")
-    (out_dir / "power.md").write_text(power_markdown(table, tasks, spec), encoding="utf-8")
+    write_text_atomic(out_dir / "power.csv", both.to_csv(index=False, float_format="%.6g"))
+    write_text_atomic(out_dir / "power.md", power_markdown(table, tasks, spec))
     return [out_dir / "power.csv", out_dir / "power.md"]
 
 

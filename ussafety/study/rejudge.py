@@ -21,6 +21,7 @@ from pathlib import Path
 from ussafety.evaluate.judges import OFFTASK, Judge, get_judge, judge_pairs, prompt_type_of
 from ussafety.evaluate.suite import asr_metrics
 from ussafety.paths import PROJECT_ROOT
+from ussafety.progress import progress
 from ussafety.records import Generation, Record, read_record, write_record
 from ussafety.records.schema import AsrMetrics, Rate, Verdict
 from ussafety.records.store import RECORD, git_state
@@ -111,11 +112,9 @@ def rejudge_dir(runs: Path, specs: list[str], force: bool = False) -> dict[str, 
 
     Written as the record was read plus the new verdicts: ``finished`` (when the run
     ended) is not touched, the step is logged in ``record.rejudged`` instead."""
-    from tqdm.auto import tqdm
-
     judges = build_judges(specs)
     done: dict[str, list[str]] = {}
-    for path in tqdm(record_paths(runs), desc=f"rejudge {','.join(j.name for j in judges)}", unit="record"):
+    for path in progress(record_paths(runs), desc=f"rejudge {','.join(j.name for j in judges)}", unit="record"):
         record = read_record(path)
         applied = add_verdicts(record, judges, force=force)
         if applied:

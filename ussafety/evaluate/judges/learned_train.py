@@ -36,6 +36,7 @@ from ussafety.evaluate.judges.learned_data import (
 )
 from ussafety.evaluate.judges.learned_features import FEATURES3, embed_pairs, pair_features
 from ussafety.evaluate.judges.learned_head import THRESHOLD, Head, balance_classes, fit_head, select_l2
+from ussafety.progress import progress
 
 #: The bar the learned3 selection aims at (issue 17), on the cross-validated gold training part.
 ASR_GAP_BAR = 0.03
@@ -187,7 +188,11 @@ def select_three_way(
     """``(l2, gold_weight, rows)``: the grid point with the best cross-validated kappa among those
     whose ASR gap is within :data:`ASR_GAP_BAR` (the smallest gap when none is), and every
     grid point's numbers."""
-    rows = [cross_validate(pairs, x, l2, gw, recipe.cv_folds) for gw in recipe.gold_weights for l2 in recipe.l2_grid]
+    grid = [(gw, l2) for gw in recipe.gold_weights for l2 in recipe.l2_grid]
+    rows = [
+        cross_validate(pairs, x, l2, gw, recipe.cv_folds)
+        for gw, l2 in progress(grid, desc="learned3: CV grid", unit="point")
+    ]
     best = max(
         rows,
         key=lambda r: (

@@ -94,6 +94,7 @@ from ussafety.evaluate.judges.llm_formats import (
     parse_strongreject,
     strongreject_rubric,
 )
+from ussafety.progress import progress
 
 __all__ = [
     "HARMBENCH_CLS_PROMPT",
@@ -200,9 +201,15 @@ class LLMJudge(Judge):
         self._check_lengths(prompts, responses)
         types = resolve_prompt_types(prompt_types, len(prompts))
         inputs = [self.build_prompt(p, r) for p, r in zip(prompts, responses)]
-        outputs = generate(
-            self.model, self.tokenizer, inputs, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
-        )
+        with progress(total=len(inputs), desc=f"judge {self.name}", unit="pair") as bar:
+            outputs = generate(
+                self.model,
+                self.tokenizer,
+                inputs,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                progress=bar.update,
+            )
         return [self.label(self.parse(o), p, r, t) for o, p, r, t in zip(outputs, prompts, responses, types)]
 
 

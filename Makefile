@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export USSAFETY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup test test-fast check reproduce methods phenomenon benchmark
+.PHONY: setup test test-fast check install-checks lowest reproduce methods phenomenon benchmark
 
 $(STAMP): requirements-cpu.txt requirements-dev.txt pyproject.toml .ci/system-deps.sh
 	bash .ci/system-deps.sh
@@ -27,6 +27,14 @@ check: setup
 	$(BIN)/ruff check ussafety tests benchmarks notebooks/build.py
 	$(BIN)/ruff format --check ussafety tests benchmarks notebooks/build.py
 	$(BIN)/mypy
+
+## Do the extras and environment.yml resolve (pip --dry-run against PyPI; CI runs it in the background)?
+install-checks:
+	bash .ci/install-checks.sh
+
+## The lower bounds: uv --resolution lowest-direct in a fresh venv, then a test subset (CI runs it too).
+lowest:
+	bash .ci/lowest-direct.sh
 
 ## Only the fast tests (no real 135M model).
 test-fast: setup

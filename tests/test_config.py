@@ -167,10 +167,10 @@ def test_every_committed_params_file_resolves() -> None:
 
 
 def test_trackers_are_transformers_integrations() -> None:
-    """``schema.TRACKERS`` is a copy (validation must not import transformers): keep it equal."""
+    """``config.trackers.TRACKERS`` is a copy (validation must not import transformers): keep it equal."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    from ussafety.config.schema import TRACKERS
+    from ussafety.config.trackers import TRACKERS
 
     assert sorted(TRACKERS) == sorted(INTEGRATION_TO_CALLBACK) == list(TRACKERS)
 

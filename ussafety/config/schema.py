@@ -13,7 +13,7 @@ validated against it and stored with every default filled in (see :mod:`.identit
 
 Nothing here imports torch, transformers or peft, not even lazily: the method named is
 imported alone and its module defers torch to its hooks (:mod:`ussafety.methods`), and the
-trackers of ``report_to`` are a list kept here (:data:`TRACKERS`). So a bad params file is
+trackers of ``report_to`` are a list kept in :mod:`ussafety.config.trackers`. So a bad params file is
 refused in a fraction of a second, before any model or framework loads
 (``tests/test_cli.py`` holds the whole ``ussafety run`` validation path to that).
 """
@@ -35,28 +35,9 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from ussafety.config.trackers import TRACKERS
 from ussafety.data.loaders import available as available_sets
 from ussafety.data.tasks import TASKS
-
-TRACKERS = (
-    "azure_ml",
-    "clearml",
-    "codecarbon",
-    "comet_ml",
-    "dagshub",
-    "dvclive",
-    "flyte",
-    "kubeflow",
-    "mlflow",
-    "neptune",
-    "swanlab",
-    "tensorboard",
-    "trackio",
-    "wandb",
-)
-"""The experiment trackers ``report_to`` accepts: transformers' ``INTEGRATION_TO_CALLBACK``
-keys, copied so that validating a config does not import transformers (and torch);
-``tests/test_config.py`` fails when the installed transformers' list differs."""
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]

@@ -21,26 +21,7 @@ from ussafety.evaluate.vllm_backend import (
     compare_outputs,
     divergence_offset,
 )
-
-
-def byte_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    tok.add_special_tokens({"additional_special_tokens": specials})
-    return tok
+from ussafety.models.loading import tiny_tokenizer
 
 
 def adapter(tmp_path: Path, name: str, r: int) -> Path:
@@ -97,7 +78,7 @@ class FakeVllm:
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    tok = byte_tokenizer()
+    tok = tiny_tokenizer()
     fake = FakeVllm(tok)
     monkeypatch.setitem(sys.modules, "vllm", fake.module)
     monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))

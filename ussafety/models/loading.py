@@ -113,14 +113,11 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def tiny_random_model(seed: int = 0, vocab_from: str | None = None) -> LoadedModel:
-    """A 2-layer Llama with random weights and a small byte-level tokenizer for tests.
-
-    The tokenizer is built in code (no download) and carries a ChatML template like
-    SmolLM2's, so every code path that renders chats runs unchanged in tests.
-    """
+def tiny_tokenizer() -> Any:
+    """The tiny random model's tokenizer: byte-level, built in code (no download), with
+    SmolLM2's special tokens and a ChatML template, so chat rendering runs unchanged in tests."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -142,6 +139,18 @@ def tiny_random_model(seed: int = 0, vocab_from: str | None = None) -> LoadedMod
         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
+    return tok
+
+
+def tiny_random_model(seed: int = 0, vocab_from: str | None = None) -> LoadedModel:
+    """A 2-layer Llama with random weights and a small byte-level tokenizer for tests.
+
+    The tokenizer is built in code (no download) and carries a ChatML template like
+    SmolLM2's, so every code path that renders chats runs unchanged in tests.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
     torch.manual_seed(seed)
     arch = {k: v for k, v in TINY_RANDOM_CONFIG.items() if k != "model_type"}
     config = LlamaConfig(

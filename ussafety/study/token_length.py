@@ -118,7 +118,7 @@ def condition_rows(
                         "changed_vs_256": sum(a != b for a, b in zip(labels[n], labels[longest])),
                         "flips_up": test.b10,
                         "flips_down": test.b01,
-                        "mcnemar_p_vs_256": round(test.p_value, 4),
+                        "mcnemar_p_vs_256": float(f"{test.p_value:.3g}"),
                     }
                 )
     return rows
